@@ -1,0 +1,24 @@
+"""svgx's tasks: the paper's control problems as differentiable MuJoCo MJX models.
+
+>>> import envs
+>>> env = envs.make("cartpole")
+>>> s = env.reset(jax.random.key(0))
+>>> s_next, r, done, info = env.step(s, jnp.zeros(env.action_size), jax.random.key(1))
+"""
+
+import contextlib
+import io
+
+# mujoco.mjx prints "Failed to import warp" when its optional Warp backend is
+# absent; svgx always uses impl="jax" (the one with gradients), so hush it.
+with contextlib.redirect_stdout(io.StringIO()):
+    from mujoco import mjx  # noqa: F401
+
+from envs import mjx_patch
+
+mjx_patch.apply()  # finite gradients through the solver; see envs/mjx_patch.py
+
+from envs.base import Env, EnvConfig, MjxEnv
+from envs.registry import config_fields, make, names
+
+__all__ = ["Env", "EnvConfig", "MjxEnv", "config_fields", "make", "names"]

@@ -1,0 +1,251 @@
+"""The environment interface of svgx (SPEC §2, §6) and its MuJoCo MJX implementation.
+
+Every task is a pure, jittable, vmappable set of functions on a flat state vector
+
+    s = concat(qpos, qvel, task)           # task: target positions, velocities, ...
+
+* ``reset(key) -> s``
+* ``step(s, a, key, t=None) -> (s', r, done, info)``; ``info["noise"]`` is the
+  exogenous noise ``ξ`` the step used, so that ``transition(s, a, ξ)`` reproduces
+  ``s'``.
+* ``transition(s, a, ξ) -> s'``: the deterministic, differentiable simulator
+  ``F(s, a, ξ)`` (autodiff through ``mjx.step``).
+* ``reward(s, a, t) -> r``: a known, smooth function.
+* ``observe(s)``: features (sin/cos of hinge angles, velocities, task variables).
+* ``success(s) -> bool``: what "solved" means, judged on an episode's final state.
+
+Noise is standard normal, ``ξ ~ N(0, I_{noise_size})``; each task scales it into
+forces or target motion itself, so ``ρ(ξ)`` is the same for every task.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import pathlib
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from mujoco import mjx
+
+ASSETS = pathlib.Path(__file__).parent / "assets"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Settings every task has; tasks extend it with their own fields.
+
+    Attributes:
+      horizon: episode length in control steps.
+      noise_scale: multiplies the task's exogenous noise (0 switches it off).
+    """
+
+    horizon: int = 250
+    noise_scale: float = 1.0
+
+    def __post_init__(self):
+        if not isinstance(self.horizon, int | np.integer) or self.horizon < 1:
+            raise ValueError(f"horizon={self.horizon!r}: must be an integer >= 1")
+        if not self.noise_scale >= 0:
+            raise ValueError(f"noise_scale={self.noise_scale!r}: must be >= 0")
+
+
+class Env(abc.ABC):
+    """A task: pure functions on flat state vectors (see module docstring)."""
+
+    name: ClassVar[str]
+    config: EnvConfig
+
+    state_size: int
+    action_size: int
+    noise_size: int
+    dt: float
+    # Rewards that depend on the time index (the hand task's terminal reward)
+    # need ``t`` in ``step``; time-invariant tasks ignore it.
+    time_dependent: ClassVar[bool] = False
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def action_low(self) -> Float[Array, " n_a"]:
+        return -jnp.ones(self.action_size)
+
+    @property
+    def action_high(self) -> Float[Array, " n_a"]:
+        return jnp.ones(self.action_size)
+
+    @abc.abstractmethod
+    def reset(self, key: PRNGKeyArray) -> Float[Array, " n_s"]:
+        """Samples an initial state."""
+
+    @abc.abstractmethod
+    def transition(
+        self, s: Float[Array, " n_s"], a: Float[Array, " n_a"], noise: Float[Array, " n_xi"]
+    ) -> Float[Array, " n_s"]:
+        """The deterministic, differentiable simulator ``s' = F(s, a, ξ)``."""
+
+    @abc.abstractmethod
+    def reward(
+        self, s: Float[Array, " n_s"], a: Float[Array, " n_a"], t: Int[Array, ""] | int
+    ) -> Float[Array, ""]:
+        """The smooth reward ``r(s, a, t)`` of taking ``a`` in ``s`` at step ``t``."""
+
+    @abc.abstractmethod
+    def success(self, s: Float[Array, " n_s"]) -> Bool[Array, ""]:
+        """Whether an episode that ends in ``s`` solved the task."""
+
+    def observe(self, s: Float[Array, " n_s"]) -> Float[Array, " n_o"]:
+        """Features for policies and critics; the identity unless a task says otherwise."""
+        return s
+
+    @property
+    def observation_size(self) -> int:
+        return int(jax.eval_shape(self.observe, jnp.zeros(self.state_size)).shape[0])
+
+    def sample_noise(self, key: PRNGKeyArray) -> Float[Array, " n_xi"]:
+        """Exogenous noise ``ξ ~ N(0, I)``; tasks scale it in ``transition``."""
+        return jax.random.normal(key, (self.noise_size,))
+
+    def step(
+        self,
+        s: Float[Array, " n_s"],
+        a: Float[Array, " n_a"],
+        key: PRNGKeyArray,
+        t: Int[Array, ""] | int | None = None,
+    ) -> tuple[Float[Array, " n_s"], Float[Array, ""], Bool[Array, ""], dict[str, Any]]:
+        """One step of the real environment.
+
+        Returns ``(s', r, done, info)``: ``r = reward(s, a, t)``; ``done`` is true on
+        the last step of the episode (no task terminates early, so this is the
+        horizon; it is false when ``t`` is not given); ``info["noise"]`` is the
+        exogenous noise used and ``info["success"]`` the success measure of ``s'``.
+        """
+        if t is None:
+            if self.time_dependent:
+                raise ValueError(
+                    f"env {self.name!r} has a time-dependent reward: step(s, a, key, t) "
+                    "needs the time index t"
+                )
+            t_index = jnp.zeros((), jnp.int32)
+            done = jnp.zeros((), bool)
+        else:
+            t_index = jnp.asarray(t)
+            done = t_index + 1 >= self.horizon
+        noise = self.sample_noise(key)
+        s_next = self.transition(s, a, noise)
+        r = self.reward(s, a, t_index)
+        return s_next, r, done, {"noise": noise, "success": self.success(s_next)}
+
+    def check_shapes(self, s: jax.Array, a: jax.Array, noise: jax.Array | None = None) -> None:
+        """Raises a clear error when ``s``, ``a`` or ``noise`` has the wrong trailing size."""
+        if s.shape[-1:] != (self.state_size,):
+            raise ValueError(
+                f"state has shape {s.shape}; env {self.name!r} needs (..., {self.state_size})"
+            )
+        if a.shape[-1:] != (self.action_size,):
+            raise ValueError(
+                f"action has shape {a.shape}; env {self.name!r} needs (..., {self.action_size})"
+            )
+        if noise is not None and noise.shape[-1:] != (self.noise_size,):
+            raise ValueError(
+                f"noise has shape {noise.shape}; env {self.name!r} needs (..., {self.noise_size})"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def smooth_norm(x: Float[Array, "... d"], eps: float = 1e-2) -> Float[Array, "..."]:
+    """``sqrt(|x|² + eps²) - eps``: a distance with a finite gradient at 0."""
+    return jnp.sqrt(jnp.sum(jnp.square(x), axis=-1) + eps**2) - eps
+
+
+class MjxEnv(Env):
+    """A task simulated by MJX from an MJCF file under ``envs/assets``.
+
+    Subclasses name their ``asset``, the number of physics ``n_substeps`` per
+    control step, their ``task_size`` and ``noise_size``, and implement
+    ``reset``, ``reward`` and ``success``; they override ``_applied_force`` (noise
+    as joint forces) and ``_task_transition`` (moving targets) where needed.
+    """
+
+    asset: ClassVar[str]
+    n_substeps: ClassVar[int] = 1
+    task_size: ClassVar[int] = 0
+    noise_size: int = 0
+
+    def __init__(self, config: EnvConfig):
+        self.config = config
+        self.mj_model = mujoco.MjModel.from_xml_path(str(ASSETS / self.asset))
+        self.mjx_model = mjx.put_model(self.mj_model, impl="jax")
+        self.nq, self.nv = self.mj_model.nq, self.mj_model.nv
+        self.state_size = self.nq + self.nv + self.task_size
+        self.action_size = self.mj_model.nu
+        self.dt = float(self.mj_model.opt.timestep) * self.n_substeps
+        hinge = self.mj_model.jnt_type == mujoco.mjtJoint.mjJNT_HINGE
+        # Unlimited hinges are angles on a circle: observe them as (cos, sin).
+        circular = hinge & ~self.mj_model.jnt_limited.astype(bool)
+        self._circular_qpos = np.asarray(self.mj_model.jnt_qposadr[circular], dtype=int)
+        self._linear_qpos = np.setdiff1d(np.arange(self.nq), self._circular_qpos)
+
+    # --- state layout -----------------------------------------------------
+    def split(self, s: Float[Array, " n_s"]) -> tuple[Array, Array, Array]:
+        """``s -> (qpos, qvel, task)``."""
+        return s[: self.nq], s[self.nq : self.nq + self.nv], s[self.nq + self.nv :]
+
+    def join(self, qpos: Array, qvel: Array, task: Array | None = None) -> Array:
+        task = jnp.zeros(0, qpos.dtype) if task is None else task
+        return jnp.concatenate([qpos, qvel, task])
+
+    # --- physics ----------------------------------------------------------
+    def _data(self, qpos: Array, qvel: Array) -> mjx.Data:
+        return mjx.make_data(self.mjx_model).replace(qpos=qpos, qvel=qvel)
+
+    def _applied_force(self, s: Array, noise: Array) -> Float[Array, " n_v"]:
+        """Generalised forces from the exogenous noise (default: none)."""
+        del noise
+        return jnp.zeros(self.nv, s.dtype)
+
+    def _task_transition(self, task: Array, noise: Array) -> Array:
+        """How task variables evolve (default: constant)."""
+        del noise
+        return task
+
+    def transition(self, s, a, noise):
+        self.check_shapes(s, a, noise)
+        qpos, qvel, task = self.split(s)
+        data = self._data(qpos, qvel).replace(
+            ctrl=a.astype(s.dtype), qfrc_applied=self._applied_force(s, noise)
+        )
+
+        # Carry only the integrated state through the substeps: every other field of
+        # mjx.Data is recomputed by mjx.step, and a small carry keeps the scan's
+        # dtypes fixed under float64 (mjx.step may widen integer fields).
+        def substep(carry, _):
+            q, v, warm = carry
+            d = mjx.step(self.mjx_model, data.replace(qpos=q, qvel=v, qacc_warmstart=warm))
+            return (d.qpos, d.qvel, d.qacc_warmstart), None
+
+        carry = (qpos, qvel, jnp.zeros(self.nv, s.dtype))
+        (qpos, qvel, _), _ = jax.lax.scan(substep, carry, None, length=self.n_substeps)
+        return self.join(qpos, qvel, self._task_transition(task, noise))
+
+    def site_pos(self, s: Float[Array, " n_s"], site: str) -> Float[Array, "3"]:
+        """World position of a named site in state ``s`` (forward kinematics)."""
+        site_id = self.mj_model.site(site).id
+        qpos, qvel, _ = self.split(s)
+        data = mjx.kinematics(self.mjx_model, self._data(qpos, qvel))
+        return data.site_xpos[site_id]
+
+    def observe(self, s):
+        qpos, qvel, task = self.split(s)
+        angles = qpos[self._circular_qpos]
+        return jnp.concatenate(
+            [qpos[self._linear_qpos], jnp.cos(angles), jnp.sin(angles), qvel, task]
+        )

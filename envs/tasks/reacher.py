@@ -1,0 +1,110 @@
+"""Three-joint reacher in a walled box: ``reacher4`` (a target at one of four corners)
+and ``reacher_moving`` (a target that moves and reflects off the walls).
+
+State: 3 joint angles, 3 joint velocities, then the target: its position (x, y) for
+``reacher4`` (8 numbers, as in the paper), position and velocity for
+``reacher_moving`` (10: the velocity is part of the Markov state of a moving target).
+Action: 3 joint torques.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from envs.base import EnvConfig, MjxEnv, smooth_norm
+
+CORNER = 0.3  # targets sit at (±CORNER, ±CORNER)
+WALL = 0.4  # the moving target stays within |x|, |y| <= WALL
+
+
+@dataclasses.dataclass(frozen=True)
+class ReacherConfig(EnvConfig):
+    """Attributes:
+    horizon: 150 control steps of 0.02 s (3 s).
+    noise_scale: reacher4: std of random joint torques (N·m, 0 by default);
+      reacher_moving: std of the per-step change of the target's heading (rad).
+    control_cost: weight of ``|a|²`` in the reward.
+    success_distance: the episode succeeds if the fingertip ends this close (m) to the target.
+    min_speed, max_speed: reacher_moving's target speed range (m/s).
+    """
+
+    horizon: int = 150
+    noise_scale: float = 0.0
+    control_cost: float = 0.01
+    success_distance: float = 0.05
+    min_speed: float = 0.05
+    max_speed: float = 0.2
+
+
+class _Reacher(MjxEnv):
+    asset = "reacher.xml"
+    n_substeps = 2
+
+    def _reset_arm(self, key):
+        return jax.random.uniform(key, (3,), minval=-jnp.pi, maxval=jnp.pi)
+
+    def fingertip(self, s):
+        return self.site_pos(s, "fingertip")[:2]
+
+    def target(self, s):
+        return self.split(s)[2][:2]
+
+    def reward(self, s, a, t):
+        del t
+        distance = smooth_norm(self.fingertip(s) - self.target(s))
+        return -distance - self.config.control_cost * jnp.sum(a**2)
+
+    def success(self, s):
+        return jnp.linalg.norm(self.fingertip(s) - self.target(s)) < self.config.success_distance
+
+
+class Reacher4(_Reacher):
+    name = "reacher4"
+    task_size = 2
+
+    @property
+    def noise_size(self):
+        return 3 if self.config.noise_scale > 0 else 0
+
+    def reset(self, key):
+        key_arm, key_corner = jax.random.split(key)
+        corners = CORNER * jnp.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=float)
+        target = corners[jax.random.randint(key_corner, (), 0, 4)]
+        return self.join(self._reset_arm(key_arm), jnp.zeros(3), target)
+
+    def _applied_force(self, s, noise):
+        if self.noise_size == 0:
+            return jnp.zeros(3, s.dtype)
+        return self.config.noise_scale * noise.astype(s.dtype)
+
+
+class ReacherMoving(_Reacher):
+    name = "reacher_moving"
+    task_size = 4
+    noise_size = 1
+
+    def reset(self, key):
+        key_arm, key_pos, key_speed, key_heading = jax.random.split(key, 4)
+        position = jax.random.uniform(key_pos, (2,), minval=-CORNER, maxval=CORNER)
+        speed = jax.random.uniform(
+            key_speed, minval=self.config.min_speed, maxval=self.config.max_speed
+        )
+        heading = jax.random.uniform(key_heading, minval=-jnp.pi, maxval=jnp.pi)
+        velocity = speed * jnp.array([jnp.cos(heading), jnp.sin(heading)])
+        task = jnp.concatenate([position, velocity])
+        return self.join(self._reset_arm(key_arm), jnp.zeros(3), task)
+
+    def _task_transition(self, task, noise):
+        position, velocity = task[:2], task[2:]
+        # Turn the heading by a random angle, then move and reflect off the walls.
+        turn = self.config.noise_scale * noise[0]
+        cos, sin = jnp.cos(turn), jnp.sin(turn)
+        velocity = jnp.array(
+            [cos * velocity[0] - sin * velocity[1], sin * velocity[0] + cos * velocity[1]]
+        )
+        position = position + self.dt * velocity
+        over = jnp.abs(position) > WALL
+        position = jnp.where(over, jnp.sign(position) * (2 * WALL - jnp.abs(position)), position)
+        velocity = jnp.where(over, -velocity, velocity)
+        return jnp.concatenate([position, velocity])

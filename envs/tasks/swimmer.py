@@ -1,0 +1,85 @@
+"""Swimmers with 3, 5 and 7 links in a viscous fluid; the head must reach the goal.
+
+The goal is fixed at the origin and the swimmer starts at a random position and
+heading around it (paper §6), so the state is the body alone: head (x, y), heading,
+joint angles and all velocities (10 / 14 / 18 numbers); actions are the joint
+torques (2 / 4 / 6).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from envs.base import EnvConfig, MjxEnv, smooth_norm
+
+
+@dataclasses.dataclass(frozen=True)
+class SwimmerConfig(EnvConfig):
+    """Attributes:
+    horizon: 500 control steps of 0.02 s (10 s).
+    noise_scale: std of random joint torques, in N·m (0 by default).
+    start_radius: the head starts uniformly within this distance (m) of the goal, at least half as far.
+    control_cost: weight of ``|a|²`` in the reward.
+    success_distance: the episode succeeds if the head ends within this distance (m) of the goal.
+    """
+
+    horizon: int = 500
+    noise_scale: float = 0.0
+    start_radius: float = 1.0
+    control_cost: float = 0.01
+    success_distance: float = 0.1
+
+
+class Swimmer(MjxEnv):
+    """Base for ``swimmer3/5/7``; subclasses set ``links``."""
+
+    links: int
+    n_substeps = 2
+
+    @property
+    def noise_size(self):
+        return self.links - 1
+
+    def reset(self, key):
+        key_radius, key_angle, key_heading, key_joints = jax.random.split(key, 4)
+        radius = self.config.start_radius * jax.random.uniform(key_radius, minval=0.5, maxval=1.0)
+        angle = jax.random.uniform(key_angle, minval=-jnp.pi, maxval=jnp.pi)
+        heading = jax.random.uniform(key_heading, minval=-jnp.pi, maxval=jnp.pi)
+        joints = jax.random.uniform(key_joints, (self.links - 1,), minval=-0.5, maxval=0.5)
+        head = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        qpos = jnp.concatenate([head, heading[None], joints])
+        return self.join(qpos, jnp.zeros(self.nv))
+
+    def _applied_force(self, s, noise):
+        # Torque noise on the joints, none on the free root.
+        root = jnp.zeros(3, s.dtype)
+        return jnp.concatenate([root, self.config.noise_scale * noise.astype(s.dtype)])
+
+    def head_distance(self, s):
+        return smooth_norm(s[:2])
+
+    def reward(self, s, a, t):
+        del t
+        return -self.head_distance(s) - self.config.control_cost * jnp.sum(a**2)
+
+    def success(self, s):
+        return jnp.linalg.norm(s[:2]) < self.config.success_distance
+
+
+class Swimmer3(Swimmer):
+    name = "swimmer3"
+    asset = "swimmer3.xml"
+    links = 3
+
+
+class Swimmer5(Swimmer):
+    name = "swimmer5"
+    asset = "swimmer5.xml"
+    links = 5
+
+
+class Swimmer7(Swimmer):
+    name = "swimmer7"
+    asset = "swimmer7.xml"
+    links = 7

@@ -1,0 +1,60 @@
+"""The Brax adapter presents the same physics as the native interface, and Brax's
+own wrappers accept it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from brax.envs.wrappers import training as brax_training
+
+import envs
+from envs.brax_adapter import BraxEnv
+
+
+def native_rollout(env, rng, actions):
+    """What ``BraxEnv`` should produce, written with the native API and the same keys."""
+    key_reset, key = jax.random.split(rng)
+    s = env.reset(key_reset)
+    states, rewards, dones = [], [], []
+    for t, a in enumerate(actions):
+        key_step, key = jax.random.split(key)
+        s, r, done, _ = env.step(s, a, key_step, t)
+        states.append(s), rewards.append(r), dones.append(done)
+    return jnp.stack(states), jnp.stack(rewards), jnp.stack(dones)
+
+
+@pytest.mark.parametrize("name", ["hand", "reacher_moving", "monoped"])
+def test_adapter_matches_native_step_for_step(name):
+    env = envs.make(name, horizon=6)
+    brax_env = BraxEnv(env)
+    actions = 0.5 * jnp.sin(jnp.arange(6 * env.action_size).reshape(6, env.action_size))
+    state = jax.jit(brax_env.reset)(jax.random.key(3))
+    step = jax.jit(brax_env.step)
+    states, rewards, dones = [], [], []
+    for a in actions:
+        state = step(state, a)
+        states.append(state.pipeline_state), rewards.append(state.reward), dones.append(state.done)
+    want_s, want_r, want_done = native_rollout(env, jax.random.key(3), actions)
+    np.testing.assert_allclose(jnp.stack(states), want_s, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jnp.stack(rewards), want_r, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(jnp.stack(dones), want_done.astype(jnp.float32))
+    np.testing.assert_allclose(state.obs, env.observe(want_s[-1]), rtol=1e-5, atol=1e-5)
+    assert brax_env.observation_size == env.observation_size
+    assert brax_env.action_size == env.action_size
+
+
+def test_brax_training_wrappers_run_the_adapter():
+    """``brax.envs.wrappers.training.wrap`` (episodes, vmap, auto-reset) accepts it, and
+    an auto-reset episode restarts the task's time index. (Brax's wrappers read batch
+    shapes off raw ``uint32`` keys, so Brax users pass ``jax.random.PRNGKey``.)"""
+    env = envs.make("hand", horizon=3)
+    wrapped = brax_training.wrap(BraxEnv(env), episode_length=3, action_repeat=1)
+    state = jax.jit(wrapped.reset)(jax.random.split(jax.random.PRNGKey(0), 4))
+    step = jax.jit(wrapped.step)
+    ts, dones = [], []
+    for _ in range(7):
+        state = step(state, jnp.zeros((4, env.action_size)))
+        ts.append(state.info["t"]), dones.append(state.done)
+    assert state.obs.shape == (4, env.observation_size)
+    np.testing.assert_array_equal(jnp.stack(dones)[:, 0], [0, 0, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(jnp.stack(ts)[:, 0], [1, 2, 0, 1, 2, 0, 1])

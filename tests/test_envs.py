@@ -1,0 +1,189 @@
+"""Every registered task: interface, sizes, determinism of ``transition``, finite
+rollouts, smooth rewards, and errors for bad names and overrides."""
+
+import functools
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+
+NAMES = envs.names()
+
+# Sizes the paper gives (§6); the others are ours (see each task's docstring).
+PAPER_SIZES = {
+    "swimmer3": (10, 2),
+    "swimmer5": (14, 4),
+    "swimmer7": (18, 6),
+    "reacher4": (8, 3),
+    "monoped": (14, 4),
+    "cheetah": (18, 6),
+    "cheetah_springs": (18, 6),
+    "walker": (18, 6),
+    "cartpole": (4, 1),
+}
+
+
+@functools.cache
+def make(name, **overrides):
+    return envs.make(name, **overrides)
+
+
+def random_rollout(env, key, steps, batch):
+    """``batch`` rollouts of uniformly random actions; returns states, rewards, infos."""
+
+    def one(key):
+        s = env.reset(key)
+
+        def body(s, inputs):
+            t, key = inputs
+            key_a, key_step = jax.random.split(key)
+            a = jax.random.uniform(key_a, (env.action_size,), minval=-1.0, maxval=1.0)
+            s_next, r, done, info = env.step(s, a, key_step, t)
+            return s_next, (s, a, s_next, r, done, info["noise"])
+
+        ts = jnp.arange(steps)
+        return jax.lax.scan(body, s, (ts, jax.random.split(key, steps)))[1]
+
+    return jax.jit(jax.vmap(one))(jax.random.split(key, batch))
+
+
+def test_registry_lists_the_papers_tasks():
+    assert NAMES == [
+        "hand", "cartpole", "swimmer3", "swimmer5", "swimmer7", "reacher4",
+        "reacher_moving", "gripper", "monoped", "cheetah", "cheetah_springs", "walker",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sizes_and_interface(name):
+    env = make(name)
+    key = jax.random.key(0)
+    s = jax.jit(env.reset)(key)
+    assert s.shape == (env.state_size,)
+    if name in PAPER_SIZES:
+        assert (env.state_size, env.action_size) == PAPER_SIZES[name]
+    assert env.observe(s).shape == (env.observation_size,)
+    assert env.action_low.shape == env.action_high.shape == (env.action_size,)
+    assert np.all(env.action_low < env.action_high)
+    assert env.horizon >= 1 and env.dt > 0 and env.noise_size >= 0
+    assert env.success(s).dtype == jnp.bool_
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_random_rollouts_are_finite_and_transition_reproduces_step(name):
+    env = make(name)
+    s, a, s_next, r, done, noise = random_rollout(env, jax.random.key(1), steps=200, batch=16)
+    assert jnp.isfinite(s_next).all(), "non-finite state in 200 random steps"
+    assert jnp.isfinite(r).all()
+    assert noise.shape == (16, 200, env.noise_size)
+    # The step's reported noise reproduces the step (the simulator Jacobian source).
+    replay = jax.jit(jax.vmap(jax.vmap(env.transition)))(s, a, noise)
+    # float32: the replay is a differently fused program, and one step is
+    # several substeps of a stiff articulated body, so allow rounding.
+    np.testing.assert_allclose(replay, s_next, rtol=1e-3, atol=1e-3)
+    # done marks the horizon and nothing else (no task terminates early).
+    expected_done = jnp.arange(200) + 1 >= env.horizon
+    assert (done == expected_done).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reward_gradients_are_finite(name):
+    env = make(name)
+    s = env.reset(jax.random.key(2))
+    a = 0.3 * jnp.ones(env.action_size)
+    grad_s, grad_a = jax.jit(jax.grad(env.reward, argnums=(0, 1)))(s, a, env.horizon - 1)
+    assert jnp.isfinite(grad_s).all() and jnp.isfinite(grad_a).all()
+    assert jnp.abs(grad_s).sum() > 0, "reward does not depend on the state"
+
+
+def test_hand_reward_is_terminal_only():
+    env = make("hand", horizon=50)
+    s = env.reset(jax.random.key(0))
+    a = jnp.ones(2)
+    rewards = jax.vmap(env.reward, (None, None, 0))(s, a, jnp.arange(50))
+    assert (rewards[:-1] == 0).all()
+    assert rewards[-1] < 0
+    with pytest.raises(ValueError, match="needs the time index t"):
+        env.step(s, a, jax.random.key(1))
+
+
+def test_hand_targets_are_both_drawn():
+    env = make("hand")
+    targets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 64))[:, -4:]
+    assert len(np.unique(np.asarray(targets), axis=0)) == 2
+
+
+def test_monoped_torque_noise_is_five_percent_of_max_torque():
+    env = make("monoped")
+    assert env.config.noise_scale == 0.05
+    s = env.reset(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 4000)
+    noise = jax.vmap(env.sample_noise)(keys)
+    torque = jax.vmap(env._applied_force, (None, 0))(s, noise)[:, 3:]
+    max_torque = env.mj_model.actuator_gear[:, 0]
+    std = np.asarray(torque.std(axis=0)) / max_torque
+    # 4000 samples: the sample std is within 5% of the truth with overwhelming probability.
+    np.testing.assert_allclose(std, 0.05, rtol=0.05)
+    assert np.all(np.abs(np.asarray(torque.mean(axis=0))) / max_torque < 0.005)
+
+
+def test_moving_target_stays_in_the_box_and_moves():
+    env = make("reacher_moving", noise_scale=0.3, horizon=1000)
+    s, *_ = random_rollout(env, jax.random.key(3), steps=1000, batch=8)
+    target = s[..., env.nq + env.nv :][..., :2]
+    from envs.tasks.reacher import WALL
+
+    assert (jnp.abs(target) <= WALL + 1e-6).all()
+    travelled = jnp.abs(jnp.diff(target, axis=1)).sum(axis=(1, 2))
+    assert (travelled > 0.5).all()
+    # Reflections happened: some target reached within 2 cm of a wall.
+    assert (jnp.abs(target) > WALL - 0.02).any()
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown env 'pendulum'.*valid names: hand, cartpole"):
+        envs.make("pendulum")
+
+
+def test_unknown_override_lists_valid_fields():
+    with pytest.raises(ValueError, match=r"unknown override\(s\) horizn.*valid fields: horizon"):
+        envs.make("cartpole", horizn=10)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5])
+def test_bad_horizon_is_rejected(bad):
+    with pytest.raises(ValueError, match="horizon"):
+        envs.make("cartpole", horizon=bad)
+
+
+def test_wrong_shapes_are_named():
+    env = make("cartpole")
+    with pytest.raises(ValueError, match=r"state has shape \(3,\); env 'cartpole' needs"):
+        env.check_shapes(jnp.zeros(3), jnp.zeros(1))
+    with pytest.raises(ValueError, match=r"action has shape \(2,\)"):
+        env.check_shapes(jnp.zeros(4), jnp.zeros(2))
+
+
+def test_large_batch_does_not_deadlock():
+    """jaxlib 0.10's batched LAPACK Cholesky (MJX's Newton solver under vmap) parks
+    every XLA CPU worker waiting on its own subtasks: the gripper's step at batch 2048
+    hung forever at 0% CPU on 2 cores. The pinned jaxlib runs it. In a fresh process
+    with a timeout, so a regression fails instead of hanging the suite."""
+    code = (
+        "import envs, jax, jax.numpy as jnp\n"
+        "env = envs.make('gripper')\n"
+        "s = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 2048))\n"
+        "a, xi = jnp.zeros((2048, env.action_size)), jnp.zeros((2048, env.noise_size))\n"
+        "out = jax.jit(jax.vmap(env.transition))(s, a, xi)\n"
+        "print(bool(jnp.isfinite(out).all()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("True")
