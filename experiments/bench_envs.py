@@ -170,8 +170,13 @@ def main(args: Args) -> None:
         if args.quick:
             extra = f"   random-policy return {big['returns'].mean():+.2f} ± {big['returns'].std():.2f}"
         print(f"{name:16s} " + " ".join(f"{c:>16s}" for c in row[2:]) + extra, flush=True)
-    if args.quick:
-        return
+        if not args.quick:  # rewrite after every task, so a stopped run keeps what it measured
+            write_table(args, cache, header, rows, batches, steps)
+    if not args.quick:
+        print(f"wrote {args.out}")
+
+
+def write_table(args, cache, header, rows, batches, steps) -> None:
     command = "python -m experiments.bench_envs " + " ".join(sys.argv[1:])
     lines = [
         "# Simulation speed: MJX vs MuJoCo C",
@@ -190,7 +195,6 @@ def main(args: Args) -> None:
         "",
     ]
     atomic_write_text(args.out, "\n".join(lines))
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
