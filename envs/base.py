@@ -194,6 +194,15 @@ class MjxEnv(Env):
         self._circular_qpos = np.asarray(self.mj_model.jnt_qposadr[circular], dtype=int)
         self._linear_qpos = np.setdiff1d(np.arange(self.nq), self._circular_qpos)
 
+    @property
+    def has_contact(self) -> bool:
+        """Whether the model can make contacts (explicit pairs or colliding geoms)."""
+        m = self.mj_model
+        if m.opt.disableflags & mujoco.mjtDisableBit.mjDSBL_CONTACT:
+            return False
+        collides = (m.geom_contype[:, None] & m.geom_conaffinity[None, :]) != 0
+        return bool(m.npair > 0 or collides.any())
+
     # --- state layout -----------------------------------------------------
     def split(self, s: Float[Array, " n_s"]) -> tuple[Array, Array, Array]:
         """``s -> (qpos, qvel, task)``."""

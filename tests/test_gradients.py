@@ -16,7 +16,7 @@ from mujoco import mjx
 import envs
 from envs import mjx_patch
 
-CONTACT_TASKS = {"gripper", "monoped", "cheetah", "cheetah_springs", "walker"}
+CONTACT_TASKS = {name for name in envs.names() if envs.make(name).has_contact}
 # Steps of the finite-difference check: 20 without contact; contact makes the
 # dynamics stiff (and only piecewise smooth), so a few steps there.
 STEPS = {name: 5 if name in CONTACT_TASKS else 20 for name in envs.names()}
