@@ -1,4 +1,5 @@
-"""svgx's tasks: the paper's control problems as differentiable MuJoCo MJX models.
+"""svgx's tasks: the paper's control problems as differentiable MuJoCo MJX models,
+and the ``lqg`` probe (a linear-quadratic-Gaussian system with closed-form answers).
 
 >>> import envs
 >>> env = envs.make("cartpole")
@@ -8,6 +9,9 @@
 
 import contextlib
 import io
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see svgx/__init__.py
 
 # mujoco.mjx prints "Failed to import warp" when its optional Warp backend is
 # absent; svgx always uses impl="jax" (the one with gradients), so hush it.
@@ -16,7 +20,7 @@ with contextlib.redirect_stdout(io.StringIO()):
 
 from envs import mjx_patch
 
-mjx_patch.apply()  # finite gradients through the solver; see envs/mjx_patch.py
+mjx_patch.apply()  # finite solver gradients, fast deep chains; see envs/mjx_patch.py
 
 from envs.base import Env, EnvConfig, MjxEnv
 from envs.registry import config_fields, make, names

@@ -100,6 +100,11 @@ class Env(abc.ABC):
     def success(self, s: Float[Array, " n_s"]) -> Bool[Array, ""]:
         """Whether an episode that ends in ``s`` solved the task."""
 
+    @property
+    def has_contact(self) -> bool:
+        """Whether the dynamics can make contacts (stiff, only piecewise smooth)."""
+        return False
+
     def observe(self, s: Float[Array, " n_s"]) -> Float[Array, " n_o"]:
         """Features for policies and critics; the identity unless a task says otherwise."""
         return s

@@ -3,9 +3,11 @@
 import dataclasses
 
 from envs.base import Env, EnvConfig
-from envs.tasks import cartpole, gripper, hand, locomotion, reacher, swimmer
+from envs.tasks import cartpole, gripper, hand, locomotion, lqg, reacher, swimmer
 
-# name -> (class, config class). The order is the paper's (§6).
+# name -> (class, config class). The paper's tasks in the paper's order (§6), then
+# the probes that are not the paper's (lqg: a linear-quadratic-Gaussian system with
+# closed-form returns and gradients).
 _TASKS: dict[str, tuple[type[Env], type[EnvConfig]]] = {
     "hand": (hand.Hand, hand.HandConfig),
     "cartpole": (cartpole.Cartpole, cartpole.CartpoleConfig),
@@ -19,6 +21,7 @@ _TASKS: dict[str, tuple[type[Env], type[EnvConfig]]] = {
     "cheetah": (locomotion.Cheetah, locomotion.LocomotionConfig),
     "cheetah_springs": (locomotion.CheetahSprings, locomotion.LocomotionConfig),
     "walker": (locomotion.Walker, locomotion.WalkerConfig),
+    "lqg": (lqg.Lqg, lqg.LqgConfig),
 }
 
 

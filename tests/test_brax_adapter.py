@@ -23,7 +23,7 @@ def native_rollout(env, rng, actions):
     return jnp.stack(states), jnp.stack(rewards), jnp.stack(dones)
 
 
-@pytest.mark.parametrize("name", ["hand", "reacher_moving", "monoped"])
+@pytest.mark.parametrize("name", ["hand", "reacher_moving", "monoped", "lqg"])
 def test_adapter_matches_native_step_for_step(name):
     env = envs.make(name, horizon=6)
     brax_env = BraxEnv(env)

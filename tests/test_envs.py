@@ -13,6 +13,13 @@ import pytest
 import envs
 
 NAMES = envs.names()
+# The paper's tasks (§6), in its order; the registry lists them first.
+PAPER_TASKS = [
+    "hand", "cartpole", "swimmer3", "swimmer5", "swimmer7", "reacher4",
+    "reacher_moving", "gripper", "monoped", "cheetah", "cheetah_springs", "walker",
+]  # fmt: skip
+# Probes that are not the paper's (no MuJoCo): registered after the paper's tasks.
+PROBES = ["lqg"]
 
 # Sizes the paper gives (§6); the others are ours (see each task's docstring).
 PAPER_SIZES = {
@@ -31,6 +38,10 @@ PAPER_SIZES = {
 @functools.cache
 def make(name, **overrides):
     return envs.make(name, **overrides)
+
+
+# The MuJoCo MJX tasks (the MuJoCo-specific tests run on these only).
+MJX_NAMES = [n for n in NAMES if isinstance(make(n), envs.MjxEnv)]
 
 
 def random_rollout(env, key, steps, batch):
@@ -58,10 +69,9 @@ def test_contact_tasks_are_the_ones_with_feet_or_fingers():
 
 
 def test_registry_lists_the_papers_tasks():
-    assert NAMES == [
-        "hand", "cartpole", "swimmer3", "swimmer5", "swimmer7", "reacher4",
-        "reacher_moving", "gripper", "monoped", "cheetah", "cheetah_springs", "walker",
-    ]  # fmt: skip
+    """All of the paper's tasks, in its order, then the probes; the paper's are MJX."""
+    assert NAMES == PAPER_TASKS + PROBES
+    assert MJX_NAMES == PAPER_TASKS
 
 
 @pytest.mark.parametrize("name", NAMES)

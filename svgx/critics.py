@@ -1,0 +1,146 @@
+"""Critics (SPEC §4): ``V(s, t)`` and ``Q(s, a, t)`` by fitted policy evaluation.
+
+TD(0) regression towards a target copy of the parameters (Polyak averaging or a
+periodic copy), on replayed mini-batches, weighted by truncated importance
+weights. Finite-horizon tasks whose value depends on time give the critic the
+normalised time ``t / T`` and define it as 0 at the horizon; no task terminates
+early, so the last step of an episode is a truncation and the target of a
+time-blind critic bootstraps through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from svgx.nets import MLP
+
+
+def _time_features(x, t, horizon):
+    if horizon is None:
+        return x
+    return jnp.concatenate([x, jnp.asarray(t, x.dtype)[None] / horizon])
+
+
+def _zero_at_horizon(v, t, horizon):
+    return v if horizon is None else jnp.where(jnp.asarray(t) >= horizon, 0.0, v)
+
+
+class ValueFunction(eqx.Module):
+    """``V(s, t)``: a tanh MLP on ``φ(s)`` (and ``t / T`` when ``horizon`` is set)."""
+
+    net: MLP
+    observe: Callable[[Array], Array] = eqx.field(static=True)
+    horizon: int | None = eqx.field(static=True)
+
+    def __call__(self, s: Float[Array, " n_s"], t: Int[Array, ""] | int) -> Float[Array, ""]:
+        v = self.net(_time_features(self.observe(s), t, self.horizon))[0]
+        return _zero_at_horizon(v, t, self.horizon)
+
+
+class QFunction(eqx.Module):
+    """``Q(s, a, t)``: a tanh MLP on ``(φ(s), a)`` (and ``t / T`` when ``horizon`` is set)."""
+
+    net: MLP
+    observe: Callable[[Array], Array] = eqx.field(static=True)
+    horizon: int | None = eqx.field(static=True)
+
+    def __call__(
+        self, s: Float[Array, " n_s"], a: Float[Array, " n_a"], t: Int[Array, ""] | int
+    ) -> Float[Array, ""]:
+        x = jnp.concatenate([self.observe(s), a])
+        q = self.net(_time_features(x, t, self.horizon))[0]
+        return _zero_at_horizon(q, t, self.horizon)
+
+
+def value_function(
+    observe, observation_size: int, *, key: PRNGKeyArray, hidden=(100, 100), horizon: int | None = None
+) -> ValueFunction:
+    """A value function; ``horizon`` switches on the time input (and ``V = 0`` at ``T``)."""
+    in_size = observation_size + (horizon is not None)
+    return ValueFunction(MLP(in_size, 1, tuple(hidden), key=key), observe, horizon)
+
+
+def q_function(
+    observe,
+    observation_size: int,
+    action_size: int,
+    *,
+    key: PRNGKeyArray,
+    hidden=(100, 100),
+    horizon: int | None = None,
+) -> QFunction:
+    """A Q function; ``horizon`` switches on the time input (and ``Q = 0`` at ``T``)."""
+    in_size = observation_size + action_size + (horizon is not None)
+    return QFunction(MLP(in_size, 1, tuple(hidden), key=key), observe, horizon)
+
+
+def value_td_loss(
+    value: ValueFunction,
+    target: ValueFunction,
+    s_t: Float[Array, "batch n_s"],
+    t: Int[Array, " batch"],
+    r_t: Float[Array, " batch"],
+    s_tp1: Float[Array, "batch n_s"],
+    gamma: float | Float[Array, ""],
+    weights: Float[Array, " batch"],
+) -> Float[Array, ""]:
+    """Importance-weighted TD(0): ``mean(w (V(s_t) − r_t − γ V'(s_{t+1}))²) / 2``."""
+    v_t = jax.vmap(value)(s_t, t)
+    v_tp1 = jax.vmap(target)(s_tp1, t + 1)
+    y = jax.lax.stop_gradient(r_t + gamma * v_tp1)
+    return 0.5 * jnp.mean(jax.lax.stop_gradient(weights) * (v_t - y) ** 2)
+
+
+def q_td_loss(
+    q: QFunction,
+    target: QFunction,
+    a_tp1: Float[Array, "batch n_a"],
+    s_t: Float[Array, "batch n_s"],
+    a_t: Float[Array, "batch n_a"],
+    t: Int[Array, " batch"],
+    r_t: Float[Array, " batch"],
+    s_tp1: Float[Array, "batch n_s"],
+    gamma: float | Float[Array, ""],
+    weights: Float[Array, " batch"],
+) -> Float[Array, ""]:
+    """TD(0) for ``Q`` with ``y = r + γ Q'(s', a')``; ``a' = π(s', η')`` is the caller's."""
+    q_t = jax.vmap(q)(s_t, a_t, t)
+    q_tp1 = jax.vmap(target)(s_tp1, a_tp1, t + 1)
+    y = jax.lax.stop_gradient(r_t + gamma * q_tp1)
+    return 0.5 * jnp.mean(jax.lax.stop_gradient(weights) * (q_t - y) ** 2)
+
+
+def polyak_update(target, online, tau: float | Float[Array, ""]):
+    """``target ← (1 − τ) target + τ online`` on the array leaves of an Equinox module."""
+    online_params, static = eqx.partition(online, eqx.is_array)
+    target_params, _ = eqx.partition(target, eqx.is_array)
+    return eqx.combine(optax.incremental_update(online_params, target_params, tau), static)
+
+
+def periodic_copy(target, online, step: Int[Array, ""], period: int):
+    """``target ← online`` every ``period`` steps (``optax.periodic_update``)."""
+    online_params, static = eqx.partition(online, eqx.is_array)
+    target_params, _ = eqx.partition(target, eqx.is_array)
+    return eqx.combine(optax.periodic_update(online_params, target_params, step, period), static)
+
+
+def truncated_importance_weights(
+    log_prob_now: Float[Array, "batch *k"],
+    log_prob_behaviour: Float[Array, "batch *k"],
+    truncation: float | Float[Array, ""],
+) -> Float[Array, " batch"]:
+    """``w = min(c, Π_t p(a_t|s_t; θ) / p(a_t|s_t; θ_k))`` (SPEC §3), held out of the gradient.
+
+    With a trailing sequence axis the per-step ratios are multiplied first.
+    """
+    log_ratio = log_prob_now - log_prob_behaviour
+    if log_ratio.ndim > 1:
+        log_ratio = log_ratio.reshape(log_ratio.shape[0], -1).sum(-1)
+    log_c = jnp.log(truncation)
+    return jax.lax.stop_gradient(jnp.exp(jnp.minimum(log_ratio, log_c)))

@@ -1,0 +1,399 @@
+"""Gradient diagnostics: how close is an estimator to the true policy gradient?
+
+For a policy, a task, an estimator, a Jacobian source, a depth and a model
+capacity, :func:`diagnose` draws independent batches of on-policy episodes,
+turns each into one estimate of ``∇θ J`` (``J = E Σ_t γ^t r_t``), and compares
+them with a reference gradient:
+
+* ``lqg``: the exact gradient (closed-form covariance propagation, no sampling);
+* any other task: back-propagation through the true simulator on many
+  fresh-noise episodes (SVG(∞) with simulator Jacobians on new data), whose
+  own standard error is reported.
+
+It reports the mean cosine similarity of a batch's estimate to the reference,
+the relative bias ``|E ĝ − g| / |g|`` (with its Monte-Carlo standard error) and
+the variance over batches (``Σ_i Var ĝ_i``, also relative to ``|g|²``).
+
+Estimates are put on the scale of ``∇θ J`` per episode: SVG(k) uses the
+episode cut into consecutive, non-overlapping stretches of ``k`` steps (with an
+exact value function their surrogate gradients sum to ``∇θ J``), SVG(1), SVG(0)
+and the actor-critic sum their per-step terms with weights ``γ^t``.
+
+The critic and the model are what the estimator is given: for ``lqg`` the exact
+``V`` / ``Q`` of the policy (or, with ``critic="fitted"``, networks); for other
+tasks networks fitted to Monte-Carlo returns-to-go of the current policy. With
+``jacobians="learned"`` a dynamics model of width ``model_hidden`` is first fitted
+to on-policy data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+import envs
+from svgx import critics, estimators, rollout
+from svgx.dynamics import JACOBIAN_SOURCES, Dynamics, make_dynamics
+from svgx.model import DynamicsModel, dynamics_model
+from svgx.policy import GaussianPolicy, linear_gaussian_params, linear_policy, mlp_policy
+from svgx.replay import Transition
+
+ESTIMATORS = ("svg0", "svg1", "svgk", "svg_inf", "planner", "actor_critic", "reinforce")
+# Estimators that back-propagate through a dynamics model (and so take a Jacobian source).
+USES_DYNAMICS = ("svg1", "svgk", "svg_inf", "planner")
+CRITICS = ("exact", "fitted")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnoseConfig:
+    """What to diagnose.
+
+    Attributes:
+      env: task name (``envs.names()``).
+      env_options: overrides of the task's configuration (e.g. lqg's ``state_size``).
+      estimator: one of svg0, svg1, svgk, svg_inf, planner, actor_critic, reinforce.
+      k: depth of ``svgk`` (must divide the horizon); ``svg1`` is ``k = 1``.
+      jacobians: ``simulator`` or ``learned`` (for estimators that use dynamics).
+      samples: episodes per batch (one estimate per batch).
+      batches: independent batches (for the variance and the bias).
+      reference_samples: episodes for the reference gradient (tasks other than lqg).
+      horizon: episode length (None: the task's own).
+      gamma: discount.
+      critic: ``exact`` (lqg only) or ``fitted``; ``None`` picks exact for lqg.
+      critic_hidden: width of the fitted critic's two hidden layers.
+      critic_samples, critic_steps: episodes and Adam steps to fit the critic.
+      model_hidden: width of the learned model's sub-networks (paper: 5, 10, 20).
+      model_samples, model_steps: episodes and Adam steps to fit the model.
+      policy_std: the policy's standard deviation (pre-squash).
+      seed: seeds the policy, the data and the fits.
+    """
+
+    env: str = "lqg"
+    env_options: dict[str, int | float] = dataclasses.field(default_factory=dict)
+    estimator: Literal["svg0", "svg1", "svgk", "svg_inf", "planner", "actor_critic", "reinforce"] = "svg1"
+    k: int = 1
+    jacobians: Literal["simulator", "learned"] = "simulator"
+    samples: int = 64
+    batches: int = 8
+    reference_samples: int = 1024
+    horizon: int | None = None
+    gamma: float = 1.0
+    critic: Literal["exact", "fitted"] | None = None
+    critic_hidden: int = 64
+    critic_samples: int = 256
+    critic_steps: int = 2000
+    model_hidden: int = 20
+    model_samples: int = 64
+    model_steps: int = 10000
+    policy_std: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.env not in envs.names():
+            raise ValueError(f"unknown env {self.env!r}; valid names: {', '.join(envs.names())}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
+        if self.jacobians not in JACOBIAN_SOURCES:
+            raise ValueError(
+                f"unknown Jacobian source {self.jacobians!r}; valid: {', '.join(JACOBIAN_SOURCES)}"
+            )
+        if self.jacobians == "learned" and self.estimator not in USES_DYNAMICS:
+            raise ValueError(
+                f"estimator {self.estimator!r} uses no dynamics, so jacobians='learned' "
+                f"means nothing; estimators with a Jacobian source: {', '.join(USES_DYNAMICS)}"
+            )
+        if self.critic is not None and self.critic not in CRITICS:
+            raise ValueError(f"unknown critic {self.critic!r}; valid: {', '.join(CRITICS)}")
+        if self.critic == "exact" and self.env != "lqg":
+            raise ValueError(f"critic='exact' exists only for env 'lqg', not {self.env!r}")
+        for name in ("k", "samples", "batches", "reference_samples", "critic_hidden", "model_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
+        if self.batches < 2:
+            raise ValueError(f"batches={self.batches!r}: the variance needs >= 2")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma={self.gamma!r}: must be in (0, 1]")
+        if not self.policy_std > 0:
+            raise ValueError(f"policy_std={self.policy_std!r}: must be > 0")
+
+    @property
+    def depth(self) -> int | None:
+        """Stretch length of the value-expansion estimators (None: whole episodes)."""
+        return {"svg1": 1, "svgk": self.k}.get(self.estimator)
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """Attributes:
+    cosine: mean over batches of cos(batch estimate, reference).
+    cosine_of_mean: cos(mean estimate, reference).
+    relative_bias: |mean estimate − reference| / |reference|.
+    bias_standard_error: the Monte-Carlo standard error of relative_bias's numerator, over |reference|.
+    variance: Σ_i Var(estimate_i) over batches.
+    relative_variance: variance / |reference|².
+    reference_norm: |reference|.
+    reference_standard_error: relative standard error of a sampled reference (0 if exact).
+    seconds: wall time of the whole diagnosis.
+    """
+
+    cosine: float
+    cosine_of_mean: float
+    relative_bias: float
+    bias_standard_error: float
+    variance: float
+    relative_variance: float
+    reference_norm: float
+    reference_standard_error: float
+    seconds: float
+
+    def to_json(self, config: DiagnoseConfig) -> str:
+        return json.dumps({"config": dataclasses.asdict(config), **dataclasses.asdict(self)}, indent=2)
+
+    def table(self, config: DiagnoseConfig) -> str:
+        rows = [
+            ("env", config.env),
+            ("estimator", config.estimator + (f" (k={config.k})" if config.estimator == "svgk" else "")),
+            ("jacobians", config.jacobians if config.estimator in USES_DYNAMICS else "-"),
+            ("samples x batches", f"{config.samples} x {config.batches}"),
+            *((f.name, f"{getattr(self, f.name):.4g}") for f in dataclasses.fields(self)),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def flatten(tree) -> Float[Array, " n"]:
+    """The array leaves of a pytree as one vector."""
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array))])
+
+
+def make_policy(env, config: DiagnoseConfig, key: PRNGKeyArray) -> GaussianPolicy:
+    """lqg: a linear policy at half the LQR gain (stable, not optimal); else the initial MLP."""
+    if env.name == "lqg":
+        return linear_policy(
+            env.state_size, env.action_size, K=0.5 * env.lqr_gain(config.gamma), init_std=config.policy_std
+        )
+    return mlp_policy(env.observe, env.observation_size, env.action_size, key=key, init_std=config.policy_std)
+
+
+def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array, float]:
+    """``(∇θ J, relative standard error)``: exact for lqg, else sampled BPTT."""
+    if env.name == "lqg":
+
+        def exact(policy):
+            return env.exact_return(*linear_gaussian_params(policy), gamma=config.gamma)
+
+        return flatten(eqx.filter_grad(exact)(policy)), 0.0
+    chunks = max(1, config.reference_samples // config.samples)
+    grads = jnp.stack(
+        [
+            _svg_inf(env, policy, make_dynamics("simulator", env), config.samples, config.gamma, k)
+            for k in jax.random.split(key, chunks)
+        ]
+    )
+    mean = grads.mean(0)
+    stderr = jnp.sqrt(grads.var(0, ddof=1).sum() / chunks) / jnp.linalg.norm(mean)
+    return mean, float(stderr)
+
+
+@eqx.filter_jit
+def _svg_inf(env, policy, dynamics, samples, gamma, key):
+    data = rollout.episodes(env, policy, key, samples)
+    g, _ = estimators.policy_gradient(
+        estimators.svg_loss, policy, dynamics, env.reward, None, data, gamma=gamma
+    )
+    return flatten(g)
+
+
+def _per_step(data: Transition):
+    """Episodes ``[n, T, …]`` as transitions ``[n T, …]``."""
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), data)
+
+
+def _stretches(data: Transition, k: int) -> Transition:
+    """Episodes ``[n, T, …]`` cut into consecutive stretches ``[n T/k, k, …]``."""
+    n, horizon = data.t.shape
+    return jax.tree.map(lambda x: x.reshape(n * (horizon // k), k, *x.shape[2:]), data)
+
+
+def estimate(
+    env,
+    policy: GaussianPolicy,
+    config: DiagnoseConfig,
+    key: PRNGKeyArray,
+    *,
+    dynamics: Dynamics,
+    value: Callable | None,
+    q: Callable | None,
+) -> Float[Array, " n_theta"]:
+    """One batch's estimate of ``∇θ J`` (per episode) by ``config.estimator``."""
+    key_data, key_plan = jax.random.split(key)
+    data = rollout.episodes(env, policy, key_data, config.samples)
+    horizon = data.t.shape[1]
+    gamma = config.gamma
+    name = config.estimator
+    if name == "svg_inf":
+        g, _ = estimators.policy_gradient(
+            estimators.svg_loss, policy, dynamics, env.reward, None, data, gamma=gamma
+        )
+    elif name in ("svg1", "svgk"):
+        k = config.depth
+        batch = _stretches(data, k)
+        g, _ = estimators.policy_gradient(
+            estimators.svg_loss, policy, dynamics, env.reward, value, batch,
+            gamma=gamma, weights=(horizon // k) * gamma ** batch.t[:, 0].astype(batch.s.dtype),
+        )  # fmt: skip
+    elif name == "svg0":
+        batch = _per_step(data)
+        g, _ = estimators.policy_gradient(
+            estimators.svg0_loss, policy, q, batch, weights=horizon * gamma ** batch.t.astype(batch.s.dtype)
+        )
+    elif name == "actor_critic":
+        batch = _per_step(data)
+        g, _ = estimators.policy_gradient(
+            estimators.actor_critic_loss, policy, value, batch,
+            gamma=gamma, weights=horizon * gamma ** batch.t.astype(batch.s.dtype),
+        )  # fmt: skip
+    elif name == "reinforce":
+        g, _ = estimators.policy_gradient(estimators.reinforce_loss, policy, data, gamma=gamma, baseline=value)
+    elif name == "planner":
+        g, _ = estimators.policy_gradient(
+            estimators.planner_loss, policy, dynamics, env.reward, None, data.s[:, 0], data.t[:, 0],
+            key=key_plan, steps=horizon, gamma=gamma,
+        )  # fmt: skip
+    else:  # unreachable: DiagnoseConfig checks the name
+        raise ValueError(name)
+    return flatten(g)
+
+
+def fit(module, loss_fn, data, *, steps: int, key: PRNGKeyArray, batch_size: int = 256, learning_rate=1e-3):
+    """Adam on ``mean(loss_fn(module, *example))`` over random mini-batches of ``data``
+    (a tuple of arrays with a common leading axis). Returns the fitted module."""
+    optimizer = optax.adam(learning_rate)
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    n = data[0].shape[0]
+
+    def loss(params, batch):
+        return jnp.mean(jax.vmap(lambda *x: loss_fn(eqx.combine(params, static), *x))(*batch))
+
+    def step(carry, key):
+        params, opt_state = carry
+        index = jax.random.randint(key, (min(batch_size, n),), 0, n)
+        grads = jax.grad(loss)(params, tuple(x[index] for x in data))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(key, steps))
+    return eqx.combine(params, static)
+
+
+def fit_model(env, policy, config: DiagnoseConfig, key) -> DynamicsModel:
+    """A learned model of width ``model_hidden``, fitted by maximum likelihood to on-policy data."""
+    key_data, key_init, key_fit = jax.random.split(key, 3)
+    data = _per_step(rollout.episodes(env, policy, key_data, config.model_samples))
+    model = dynamics_model(
+        env.observe, env.observation_size, env.state_size, env.action_size,
+        key=key_init, hidden=config.model_hidden,
+    ).with_statistics(data.s, data.a, data.s_next)  # fmt: skip
+    return fit(
+        model, lambda m, s, a, s_next: m.nll(s, a, s_next), (data.s, data.a, data.s_next),
+        steps=config.model_steps, key=key_fit,
+    )  # fmt: skip
+
+
+def fit_critics(env, policy, config: DiagnoseConfig, key):
+    """``(V, Q)`` regressed on Monte-Carlo returns-to-go of the current policy."""
+    key_data, key_v, key_q, key_fit_v, key_fit_q = jax.random.split(key, 5)
+    data = rollout.episodes(env, policy, key_data, config.critic_samples)
+    g = jax.vmap(lambda r: estimators.returns_to_go(r, config.gamma))(data.r)
+    flat = _per_step(data)
+    g = g.reshape(-1)
+    hidden = (config.critic_hidden, config.critic_hidden)
+    horizon = data.t.shape[1]
+    v = critics.value_function(env.observe, env.observation_size, key=key_v, hidden=hidden, horizon=horizon)
+    q = critics.q_function(
+        env.observe, env.observation_size, env.action_size, key=key_q, hidden=hidden, horizon=horizon
+    )
+    # Returns can be large: fit in units of their spread, then scale back.
+    scale = jnp.maximum(g.std(), 1e-6)
+    v = fit(v, lambda v, s, t, y: (v(s, t) - y / scale) ** 2, (flat.s, flat.t, g), steps=config.critic_steps, key=key_fit_v)
+    q = fit(q, lambda q, s, a, t, y: (q(s, a, t) - y / scale) ** 2, (flat.s, flat.a, flat.t, g), steps=config.critic_steps, key=key_fit_q)
+    return (lambda s, t: scale * v(s, t)), (lambda s, a, t: scale * q(s, a, t))
+
+
+def exact_critics(env, policy, config: DiagnoseConfig):
+    """The lqg task's exact ``V`` and ``Q`` of a linear policy."""
+    params = linear_gaussian_params(policy)
+    value = env.exact_value_coefficients(*params, gamma=config.gamma)
+    return value, lambda s, a, t: env.q_value(value, s, a, t, gamma=config.gamma)
+
+
+def make_env(config: DiagnoseConfig):
+    """The task to diagnose on; checks what needs the task (the depth divides the horizon)."""
+    overrides = dict(config.env_options)
+    if config.horizon is not None:
+        overrides["horizon"] = config.horizon
+    env = envs.make(config.env, **overrides)
+    if config.depth is not None and env.horizon % config.depth:
+        raise ValueError(
+            f"k={config.depth} must divide the horizon ({env.horizon}) of env {config.env!r}: "
+            "the diagnosis cuts episodes into stretches of k steps"
+        )
+    return env
+
+
+def diagnose(config: DiagnoseConfig) -> Diagnosis:
+    """Runs the diagnosis described in the module docstring."""
+    start = time.perf_counter()
+    env = make_env(config)
+    key_policy, key_ref, key_model, key_critic, key_batches = jax.random.split(jax.random.key(config.seed), 5)
+    policy = make_policy(env, config, key_policy)
+    reference, reference_se = reference_gradient(env, policy, config, key_ref)
+
+    model = fit_model(env, policy, config, key_model) if config.jacobians == "learned" else None
+    dynamics = make_dynamics(config.jacobians, env, model)
+    value = q = None
+    if config.estimator in ("svg1", "svgk", "svg0", "actor_critic", "reinforce"):
+        critic = config.critic or ("exact" if env.name == "lqg" else "fitted")
+        if critic == "exact":
+            value, q = exact_critics(env, policy, config)
+        else:
+            value, q = fit_critics(env, policy, config, key_critic)
+
+    one = eqx.filter_jit(lambda key: estimate(env, policy, config, key, dynamics=dynamics, value=value, q=q))
+    grads = np.stack([np.asarray(one(k)) for k in jax.random.split(key_batches, config.batches)])
+    return summarise(grads, np.asarray(reference), reference_se, time.perf_counter() - start)
+
+
+def summarise(grads: np.ndarray, reference: np.ndarray, reference_se: float, seconds: float) -> Diagnosis:
+    """The statistics of :class:`Diagnosis` from per-batch estimates ``[batches, n_θ]``."""
+    if not np.isfinite(grads).all():
+        raise FloatingPointError("a gradient estimate is not finite")
+    ref_norm = float(np.linalg.norm(reference))
+    mean = grads.mean(0)
+
+    def cos(x):
+        return float(x @ reference / (np.linalg.norm(x) * ref_norm + 1e-30))
+
+    variance = float(grads.var(0, ddof=1).sum())
+    return Diagnosis(
+        cosine=float(np.mean([cos(g) for g in grads])),
+        cosine_of_mean=cos(mean),
+        relative_bias=float(np.linalg.norm(mean - reference)) / ref_norm,
+        bias_standard_error=math.sqrt(variance / len(grads)) / ref_norm,
+        variance=variance,
+        relative_variance=variance / ref_norm**2,
+        reference_norm=ref_norm,
+        reference_standard_error=reference_se,
+        seconds=seconds,
+    )
