@@ -189,7 +189,7 @@ def write_table(args, cache, header, rows, batches, steps) -> None:
         f"Rollouts of {steps} control steps with uniformly random controls; steps/s counts "
         f"physics steps (control steps × substeps), best of {args.repeats}. MuJoCo C: "
         f"`mujoco.rollout` with {os.cpu_count()} threads. 'diverged' counts MJX rollouts "
-        f"at batch {largest} whose final state is not finite. Compile time is for batch "
+        f"at batch {max(batches)} whose final state is not finite. Compile time is for batch "
         f"{batches[0]} with the persistent compilation cache at "
         f"`{cache}` (a warm cache makes it small).",
         "",
