@@ -6,6 +6,8 @@ which Brax's wrappers only ever tree-map over), ``obs = env.observe(s)``, and in
 the svgx task's own ``step``, so the two interfaces agree step for step. ``t``
 returns to 0 after the last step, so Brax's ``AutoResetWrapper`` starts each new
 episode at the start of the task's time index (the hand task's reward needs it).
+``metrics["success"]`` is the task's success measure at an episode's last step
+(0 before), so its sum over an episode is that episode's success.
 """
 
 import jax
@@ -44,7 +46,9 @@ class BraxEnv(BraxEnvBase):
             obs=self.env.observe(s_next),
             reward=r.astype(state.reward.dtype),
             done=done.astype(state.done.dtype),
-            metrics={**state.metrics, "success": info["success"].astype(state.reward.dtype)},
+            # At the episode's last step only, so that Brax's evaluator (which sums
+            # metrics over an episode) reports the success rate.
+            metrics={**state.metrics, "success": (info["success"] & done).astype(state.reward.dtype)},
             info={**state.info, "rng": key_next, "t": jnp.where(done, 0, t + 1)},
         )
 

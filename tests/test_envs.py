@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import envs
+from families import by_family
 
 NAMES = envs.names()
 # The paper's tasks (§6), in its order; the registry lists them first.
@@ -89,7 +90,7 @@ def test_sizes_and_interface(name):
     assert env.success(s).dtype == jnp.bool_
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", by_family(NAMES, also_slow=("swimmer3",)))
 def test_random_rollouts_are_finite_and_transition_reproduces_step(name):
     env = make(name)
     s, a, s_next, r, done, noise = random_rollout(env, jax.random.key(1), steps=200, batch=16)

@@ -61,7 +61,7 @@ def test_dynamics_sources_share_one_interface():
         make_dynamics("learned", env)
 
 
-@pytest.mark.parametrize("name", ["hand", "cartpole"])
+@pytest.mark.parametrize("name", [pytest.param("hand", marks=pytest.mark.slow), "cartpole"])  # hand: 116 s
 def test_svg_inf_with_simulator_jacobians_is_backpropagation_through_time(name):
     """Deterministic environment, fixed policy noise: SVG(∞) = ∇θ of the rollout return."""
     with jax.enable_x64(True):

@@ -15,13 +15,12 @@ from mujoco import mjx
 
 import envs
 from envs import mjx_patch
+from families import by_family
 
 CONTACT_TASKS = {name for name in envs.names() if envs.make(name).has_contact}
 # Steps of the finite-difference check: 20 without contact; contact makes the
 # dynamics stiff (and only piecewise smooth), so a few steps there.
 STEPS = {name: 5 if name in CONTACT_TASKS else 20 for name in envs.names()}
-
-
 def rollout_return(env, s0, actions, noise):
     def body(s, inputs):
         t, a, xi = inputs
@@ -31,7 +30,9 @@ def rollout_return(env, s0, actions, noise):
     return jax.lax.scan(body, s0, (ts, actions, noise))[1].sum()
 
 
-@pytest.mark.parametrize("name", envs.names())
+# swimmer3 and monoped (64 s, 133 s) are slow too; the default suite checks hand,
+# cartpole and lqg here and monoped's contact gradients below.
+@pytest.mark.parametrize("name", by_family(envs.names(), also_slow=("swimmer3", "monoped")))
 def test_rollout_gradient_matches_central_differences_float64(name):
     """Directional derivatives of the return along 3 random action perturbations:
     reverse mode vs. central differences with step 1e-6, relative tolerance 1e-4
@@ -142,7 +143,7 @@ def test_untouched_limit_leaves_state_feedback_gradients_unchanged(limited_cartp
     np.testing.assert_allclose(with_limit, without_limit, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(CONTACT_TASKS))
+@pytest.mark.parametrize("name", by_family(sorted(CONTACT_TASKS)))
 def test_contact_task_policy_gradients_are_finite(name):
     """Reverse mode through 25 steps of state feedback on every contact task,
     including flight phases where all contact rows are inactive."""
