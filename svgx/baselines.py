@@ -1,0 +1,121 @@
+"""Brax's own PPO, SAC and APG on an svgx task, through the Brax adapter.
+
+The run directory has svgx's layout (``config.json`` says ``"baseline"``,
+``metrics.jsonl`` one line per evaluation and seed, ``curve.png``), so
+``svgx plot`` draws baselines beside svgx runs. Evaluations use Brax's own
+evaluator (deterministic actions, ``num_eval_envs`` episodes); ``eval_success``
+is the fraction of evaluation episodes whose final state meets the task's
+success measure (the adapter reports success at the last step of an episode).
+Seeds run one after another (Brax's trainers are not vmappable over seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+import envs
+from envs.brax_adapter import BraxEnv
+from svgx import rundir
+from svgx.io import atomic_write_text
+
+ALGORITHMS = ("ppo", "sac", "apg")
+
+
+def trainer(algo: str, env, *, steps: int, n_envs: int, evaluations: int, hidden: tuple[int, ...], seed: int,
+            progress_fn, updates_per_step: int = 1, batch_size: int = 64, learning_rate: float = 3e-4,
+            discounting: float = 0.99):  # fmt: skip
+    """Brax's ``train`` for ``algo`` with svgx's sizes; returns ``(make_policy, params, metrics)``."""
+    if algo not in ALGORITHMS:
+        raise ValueError(f"algo={algo!r}: unknown Brax baseline; valid: {', '.join(ALGORITHMS)}")
+    brax_env = BraxEnv(env)
+    common = dict(
+        environment=brax_env, episode_length=env.horizon, num_envs=n_envs, num_evals=evaluations,
+        seed=seed, progress_fn=progress_fn, num_eval_envs=16, deterministic_eval=True,
+    )  # fmt: skip
+    if algo == "ppo":
+        from brax.training.agents.ppo import networks, train
+
+        factory = functools.partial(
+            networks.make_ppo_networks, policy_hidden_layer_sizes=hidden, value_hidden_layer_sizes=hidden
+        )
+        return train.train(
+            **common, num_timesteps=steps, network_factory=factory, learning_rate=learning_rate,
+            discounting=discounting, unroll_length=10, batch_size=n_envs, num_minibatches=4,
+            num_updates_per_batch=4, entropy_cost=1e-3,
+        )  # fmt: skip
+    if algo == "sac":
+        from brax.training.agents.sac import networks, train
+
+        factory = functools.partial(networks.make_sac_networks, hidden_layer_sizes=hidden)
+        return train.train(
+            **common, num_timesteps=steps, network_factory=factory, learning_rate=learning_rate,
+            discounting=discounting, batch_size=batch_size, grad_updates_per_step=updates_per_step,
+            min_replay_size=min(1000, steps // 10), max_replay_size=min(steps, 100_000),
+        )  # fmt: skip
+    from brax.training.agents.apg import networks, train
+
+    factory = functools.partial(networks.make_apg_networks, hidden_layer_sizes=hidden)
+    horizon, policy_updates, _ = apg_schedule(env, steps, n_envs, evaluations)
+    return train.train(
+        **common, policy_updates=policy_updates, horizon_length=horizon, network_factory=factory,
+        learning_rate=learning_rate,
+    )  # fmt: skip
+
+
+def apg_schedule(env, steps: int, n_envs: int, evaluations: int) -> tuple[int, int, int]:
+    """APG's ``(horizon_length, policy_updates, env steps per evaluation index)``: Brax's
+    APG reports the evaluation index, not environment steps, to ``progress_fn``."""
+    horizon = min(32, env.horizon)
+    policy_updates = max(evaluations, steps // (n_envs * horizon))
+    updates_per_epoch = round(policy_updates / max(evaluations - 1, 1))
+    return horizon, policy_updates, updates_per_epoch * n_envs * horizon
+
+
+def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
+    """Runs ``args`` (:class:`svgx.cli.BaselineArgs`) into ``args.out``; returns the metrics history."""
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    env = envs.make(args.env)
+    if args.steps < 1 or args.seeds < 1 or args.n_envs < 1 or args.evaluations < 1:
+        bad = next(n for n in ("steps", "seeds", "n_envs", "evaluations") if getattr(args, n) < 1)
+        raise ValueError(f"{bad}={getattr(args, bad)!r}: must be an integer >= 1")
+    out = pathlib.Path(args.out)
+    if (out / rundir.CONFIG).exists() and not args.overwrite:
+        raise rundir.RunDirError(f"--out {str(out)!r}: already holds a run; use --overwrite or another directory")
+    description = dict(format=rundir.FORMAT, baseline=dataclasses.asdict(args))
+    atomic_write_text(out / rundir.CONFIG, json.dumps(description, indent=2))
+    step_scale = apg_schedule(env, args.steps, args.n_envs, args.evaluations)[2] if args.algo == "apg" else 1
+    per_seed: list[list[dict]] = []
+    start = time.perf_counter()
+    for seed in range(args.seed, args.seed + args.seeds):
+        points: list[dict] = []
+
+        def record(step, metrics, points=points, seed=seed):
+            points.append(dict(
+                env_steps=int(step) * step_scale, eval_return=float(metrics.get("eval/episode_reward", np.nan)),
+                eval_success=float(metrics.get("eval/episode_success", np.nan)),
+                wall_time=time.perf_counter() - start,
+            ))  # fmt: skip
+            progress(
+                f"[{args.algo} (brax) {args.env}] seed {seed}  env steps {points[-1]['env_steps']:,}  "
+                f"eval return {points[-1]['eval_return']:+.3f}  success {points[-1]['eval_success']:.0%}"
+            )
+
+        trainer(
+            args.algo, env, steps=args.steps, n_envs=args.n_envs, evaluations=args.evaluations,
+            hidden=tuple(args.hidden), seed=seed, progress_fn=record,
+        )  # fmt: skip
+        per_seed.append(points)
+    n = min(len(p) for p in per_seed)
+    history = [{name: np.array([p[i][name] for p in per_seed]) for name in per_seed[0][0]} for i in range(n)]
+    rundir.write_metrics(out, history)
+    from svgx.plot import plot_runs
+
+    plot_runs([out], out / rundir.CURVE)
+    return history

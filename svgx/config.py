@@ -1,0 +1,203 @@
+"""Configuration of a training run: what fixes shapes, and what can be swept.
+
+:class:`Config` holds everything that fixes array shapes or program structure
+(task, algorithm, sizes, horizons, batch sizes, step counts); it is frozen and
+closed over by :func:`svgx.train.make_train`. :class:`Hyperparams` holds what
+can be swept without recompiling (learning rates, γ, τ, noise scales, the
+importance-weight cap); it is a pytree that ``vmap`` s like a seed.
+
+Every check runs when the object is built, so a combination that makes no sense
+fails before anything is compiled, with a message naming the field, the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+
+ALGORITHMS = (
+    "svg_inf", "svg1", "svg1_er", "svgk_er", "svg0_er", "planner", "dpg", "actor_critic", "reinforce",
+)  # fmt: skip
+# Learn from the latest episodes only (one batch per iteration) vs. from replay.
+ON_POLICY = ("svg_inf", "svg1", "actor_critic", "reinforce")
+# Back-propagate through dynamics, so they take a Jacobian source.
+USES_DYNAMICS = ("svg_inf", "svg1", "svg1_er", "svgk_er", "planner")
+USES_V = ("svg1", "svg1_er", "svgk_er", "planner", "actor_critic", "reinforce")
+USES_Q = ("svg0_er", "dpg")
+JACOBIANS = ("simulator", "learned")
+
+Algorithm = Literal[
+    "svg_inf", "svg1", "svg1_er", "svgk_er", "svg0_er", "planner", "dpg", "actor_critic", "reinforce"
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """What fixes shapes (closed over; changing it recompiles).
+
+    Attributes:
+      env: task name (``envs.names()``).
+      env_options: overrides of the task's configuration (e.g. ``{"horizon": 100}``).
+      algo: the algorithm (SPEC §5).
+      jacobians: ``simulator`` (autodiff through MJX) or ``learned`` (the model's);
+        only for algorithms that back-propagate through dynamics.
+      k: stretch length of ``svgk_er``.
+      n_envs: parallel environments per seed.
+      iterations: training iterations per seed (each collects, then updates).
+      chunks: the run is split into this many jitted chunks (metrics, evaluation
+        and checkpoints happen between chunks); must divide ``iterations``.
+      steps_per_iteration: environment steps per environment per iteration, for
+        replay algorithms (on-policy algorithms collect one episode each).
+      updates_per_step: model and critic updates per environment step (per
+        parallel environment step), and policy updates for replay algorithms.
+      random_steps: initial steps per environment with uniformly random actions.
+      batch_size: mini-batch size (transitions or stretches) of every update.
+      replay_capacity: transitions the replay database holds (per seed).
+      policy_hidden, critic_hidden: widths of the 2 hidden tanh layers.
+      model_hidden: width of each per-dimension model sub-network (paper: 5–20).
+      state_dependent_std: the policy's σ depends on the state (else a free vector).
+      learn_std: learn the free σ (off: it stays at ``init_std``, a fixed exploration
+        noise; SVG(0) and DPG-like critics lose their action signal when σ collapses).
+      squash: ``a = scale · tanh(u)`` (off: ``a = u``, e.g. for ``lqg``).
+      linear_policy: a linear-Gaussian policy (``lqg`` probes) instead of the MLP.
+      time_input: give critics ``t / T`` (and V = 0 at the horizon); None: the task decides.
+      planner_horizon: length of the planner's simulated trajectories.
+      target_period: 0 for Polyak targets (rate ``tau``), else copy every this many updates.
+      eval_episodes: episodes with the mean action per evaluation.
+      float64: run in double precision.
+    """
+
+    env: str = "cartpole"
+    env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
+    algo: Algorithm = "svg1_er"
+    jacobians: Literal["simulator", "learned"] = "simulator"
+    k: int = 5
+    n_envs: int = 4
+    iterations: int = 1000
+    chunks: int = 10
+    steps_per_iteration: int = 1
+    updates_per_step: int = 1
+    random_steps: int = 0
+    batch_size: int = 64
+    replay_capacity: int = 100_000
+    policy_hidden: tuple[int, ...] = (100, 100)
+    critic_hidden: tuple[int, ...] = (100, 100)
+    model_hidden: int = 20
+    state_dependent_std: bool = False
+    learn_std: bool = True
+    squash: bool = True
+    linear_policy: bool = False
+    time_input: bool | None = None
+    planner_horizon: int = 10
+    target_period: int = 0
+    eval_episodes: int = 8
+    float64: bool = False
+
+    def __post_init__(self):
+        if self.env not in envs.names():
+            raise ValueError(f"env={self.env!r}: unknown task; valid: {', '.join(envs.names())}")
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo={self.algo!r}: unknown algorithm; valid: {', '.join(ALGORITHMS)}")
+        if self.jacobians not in JACOBIANS:
+            raise ValueError(f"jacobians={self.jacobians!r}: unknown source; valid: {', '.join(JACOBIANS)}")
+        if self.jacobians == "learned" and self.algo not in USES_DYNAMICS:
+            raise ValueError(
+                f"jacobians='learned' with algo={self.algo!r}: {self.algo} back-propagates through "
+                f"no dynamics; algorithms with a Jacobian source: {', '.join(USES_DYNAMICS)}"
+            )
+        for name in (
+            "k", "n_envs", "iterations", "chunks", "steps_per_iteration", "updates_per_step",
+            "batch_size", "replay_capacity", "model_hidden", "planner_horizon", "eval_episodes",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+        for name in ("random_steps", "target_period"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r}: must be an integer >= 0")
+        for name in ("policy_hidden", "critic_hidden"):
+            value = getattr(self, name)
+            if not value or any(not isinstance(w, int) or w < 1 for w in value):
+                raise ValueError(f"{name}={value!r}: must be one or more positive widths")
+        if self.iterations % self.chunks:
+            raise ValueError(
+                f"chunks={self.chunks} must divide iterations={self.iterations} (equal-sized chunks compile once)"
+            )
+        if self.linear_policy and self.squash:
+            raise ValueError("linear_policy=True needs squash=False (a linear-Gaussian policy is unsquashed)")
+        if self.state_dependent_std and not self.learn_std:
+            raise ValueError("learn_std=False needs state_dependent_std=False (a free σ)")
+        if self.linear_policy and self.state_dependent_std:
+            raise ValueError("linear_policy=True needs state_dependent_std=False")
+        env = self.make_env()
+        if self.algo == "svgk_er" and self.k > env.horizon:
+            raise ValueError(f"k={self.k}: must be <= the horizon ({env.horizon}) of env {self.env!r}")
+        if self.replay_capacity < self.n_envs * max(self.k, 1):
+            raise ValueError(
+                f"replay_capacity={self.replay_capacity}: must hold at least n_envs × k "
+                f"= {self.n_envs * self.k} transitions"
+            )
+
+    def make_env(self):
+        return envs.make(self.env, **self.env_options)
+
+    @property
+    def on_policy(self) -> bool:
+        return self.algo in ON_POLICY
+
+
+class Hyperparams(eqx.Module):
+    """What can be swept (a pytree; stack several along a leading axis to vmap them).
+
+    Attributes:
+      policy_lr, critic_lr, model_lr: Adam step sizes.
+      gamma: discount, in (0, 1].
+      tau: Polyak rate of the critics' targets (when ``target_period == 0``).
+      truncation: importance-weight cap ``c`` for replayed data (SPEC §3).
+      init_std: the policy's initial σ (pre-squash).
+      exploration_std: DPG's Gaussian exploration noise (pre-squash).
+      max_grad_norm: global-norm gradient clipping of every update.
+      reward_scale: multiplies the reward in every learning signal (critics and
+        surrogates; it does not change the optimal policy). Critics learn best
+        when returns are O(1); evaluation reports unscaled returns.
+    """
+
+    policy_lr: float | jnp.ndarray = 3e-4
+    critic_lr: float | jnp.ndarray = 1e-3
+    model_lr: float | jnp.ndarray = 1e-3
+    gamma: float | jnp.ndarray = 0.99
+    tau: float | jnp.ndarray = 0.005
+    truncation: float | jnp.ndarray = 5.0
+    init_std: float | jnp.ndarray = 0.5
+    exploration_std: float | jnp.ndarray = 0.3
+    max_grad_norm: float | jnp.ndarray = 10.0
+    reward_scale: float | jnp.ndarray = 1.0
+
+    def check(self) -> Hyperparams:
+        """Raises for values out of range (on concrete values); returns self."""
+
+        def bad(name, condition, allowed):
+            value = np.asarray(getattr(self, name))
+            if not np.all(condition(value)):
+                raise ValueError(f"{name}={value.tolist()!r}: must be {allowed}")
+
+        for name in ("policy_lr", "critic_lr", "model_lr", "init_std", "max_grad_norm", "reward_scale"):
+            bad(name, lambda v: v > 0, "> 0")
+        bad("gamma", lambda v: (v > 0) & (v <= 1), "in (0, 1]")
+        bad("tau", lambda v: (v > 0) & (v <= 1), "in (0, 1]")
+        bad("truncation", lambda v: v >= 1, ">= 1")
+        bad("exploration_std", lambda v: v >= 0, ">= 0")
+        return self
+
+    def as_arrays(self, dtype=jnp.float32) -> Hyperparams:
+        """Every field as a ``dtype`` array (so runs differing only in values share a program)."""
+        return jax.tree.map(lambda x: jnp.asarray(x, dtype), self)

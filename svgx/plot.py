@@ -1,0 +1,92 @@
+"""Learning curves: mean and 95% confidence band over seeds, x axis in environment steps."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from svgx import rundir, sweep
+from svgx.io import atomic_write_bytes
+
+
+def confidence_band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, low, high)`` over the last axis (seeds): a Student-t interval of the mean."""
+    values = np.asarray(values, float)
+    n = np.sum(np.isfinite(values), axis=-1)
+    mean = np.nanmean(values, axis=-1)
+    if values.shape[-1] < 2:
+        return mean, mean, mean
+    sem = np.nanstd(values, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1))
+    half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sem
+    return mean, mean - half, mean + half
+
+
+def curve(history: list[dict[str, np.ndarray]], metric: str = "eval_return"):
+    """``(env_steps, [chunks, seeds] values)`` of one run's metrics."""
+    steps = np.array([np.nanmean(m["env_steps"]) for m in history])
+    values = np.stack([m[metric] for m in history])
+    return steps, values
+
+
+def label(path: pathlib.Path, n_seeds: int | None = None) -> str:
+    baseline = _baseline(path)
+    if baseline:
+        return f"{baseline['algo']} (Brax) on {baseline['env']}, {baseline['seeds']} seeds"
+    try:
+        spec = rundir.read_spec(path)
+    except rundir.RunDirError:
+        return path.name
+    c = spec.config
+    jac = f" ({c.jacobians})" if c.algo in ("svg_inf", "svg1", "svg1_er", "svgk_er", "planner") else ""
+    return f"{c.algo}{jac} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
+
+
+def _baseline(path: pathlib.Path) -> dict | None:
+    try:
+        return json.loads((path / rundir.CONFIG).read_text()).get("baseline")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def plot_runs(
+    dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path, metric: str = "eval_return", title: str = ""
+) -> pathlib.Path:
+    """Draws every run directory's ``metric`` against environment steps into ``out`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for d in dirs:
+        d = pathlib.Path(d)
+        history = rundir.read_metrics(d)
+        if not history:
+            raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
+        if metric not in history[0]:
+            raise rundir.RunDirError(f"metric={metric!r}: not recorded; recorded: {', '.join(sorted(history[0]))}")
+        steps, values = curve(history, metric)
+        combos = sweep.member_labels(d)
+        if combos is None:
+            combos = [(label(d), np.arange(values.shape[1]))]
+        else:  # a sweep group: one curve per hyperparameter combination
+            combos = [(f"{label(d, len(m))}" + (f": {name}" if name else ""), m) for name, m in combos]
+        for name, members in combos:
+            mean, low, high = confidence_band(values[:, members])
+            (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("environment steps (per seed)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title or "mean and 95% confidence band over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(out, buffer.getvalue())

@@ -1,0 +1,189 @@
+"""A run directory: what ran, what it measured, and where to pick it up again.
+
+Layout (every file written atomically, write-then-rename, so an interrupted
+run never leaves a half-written file)::
+
+    DIR/config.json       the resolved Config and Hyperparams, seeds, format version
+    DIR/metrics.jsonl     one JSON object per chunk and seed
+    DIR/checkpoint.eqx    the TrainState of every seed after the last chunk (Equinox serialisation)
+    DIR/curve.png         learning curve (mean and 95% confidence band over seeds)
+
+The metrics file is written before the checkpoint: after a crash between the
+two, resuming drops the metrics of chunks the checkpoint does not hold and
+recomputes them (runs are deterministic), so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pathlib
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from svgx.config import Config, Hyperparams
+from svgx.io import atomic_write_bytes, atomic_write_text
+
+FORMAT = 1  # bump when the layout or the TrainState changes incompatibly
+CONFIG, METRICS, CHECKPOINT, CURVE = "config.json", "metrics.jsonl", "checkpoint.eqx", "curve.png"
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used (missing, corrupt, from another version)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What a run directory was created for: enough to rebuild and continue the run."""
+
+    config: Config
+    hparams: Hyperparams
+    seeds: int
+    seed: int
+
+    def to_json(self) -> str:
+        hp = {f.name: np.asarray(getattr(self.hparams, f.name)).tolist() for f in dataclasses.fields(Hyperparams)}
+        config = dataclasses.asdict(self.config)
+        return json.dumps(
+            dict(format=FORMAT, config=config, hparams=hp, seeds=self.seeds, seed=self.seed), indent=2
+        )
+
+    @staticmethod
+    def from_json(text: str, where: str = CONFIG) -> RunSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RunDirError(f"{where}: not valid JSON ({error})") from None
+        if isinstance(data, dict) and "baseline" in data:
+            raise RunDirError(f"{where}: a Brax baseline run (svgx baseline); it cannot be resumed, run it again")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise RunDirError(
+                f"{where}: run directory format {found!r}, this svgx reads format {FORMAT}; "
+                "start a new run (or use the svgx version that wrote it)"
+            )
+        try:
+            config = dict(data["config"])
+            for name in ("policy_hidden", "critic_hidden"):
+                config[name] = tuple(config[name])
+            hparams = Hyperparams(**{k: _array_or_float(v) for k, v in data["hparams"].items()})
+            return RunSpec(Config(**config), hparams, int(data["seeds"]), int(data["seed"]))
+        except (KeyError, TypeError) as error:
+            raise RunDirError(f"{where}: missing or unexpected field ({error})") from None
+
+
+def _array_or_float(value):
+    return jnp.asarray(value) if isinstance(value, list) else float(value)
+
+
+def create(path: str | pathlib.Path, spec: RunSpec, *, overwrite: bool = False) -> pathlib.Path:
+    """Makes ``path`` a fresh run directory for ``spec``; refuses an existing run unless ``overwrite``."""
+    path = pathlib.Path(path)
+    if (path / CONFIG).exists() and not overwrite:
+        raise RunDirError(
+            f"--out {str(path)!r}: already holds a run; use `svgx resume {path}` to continue it, "
+            "--overwrite to replace it, or another directory"
+        )
+    if overwrite:
+        for name in (METRICS, CHECKPOINT, CURVE):
+            (path / name).unlink(missing_ok=True)
+    atomic_write_text(path / CONFIG, spec.to_json())
+    return path
+
+
+def read_spec(path: str | pathlib.Path) -> RunSpec:
+    path = pathlib.Path(path)
+    if not (path / CONFIG).is_file():
+        raise RunDirError(f"{str(path)!r}: not a run directory (no {CONFIG})")
+    return RunSpec.from_json((path / CONFIG).read_text(), where=str(path / CONFIG))
+
+
+def write_metrics(path: str | pathlib.Path, history: list[dict[str, np.ndarray]]) -> None:
+    """All chunks so far, one line per chunk and seed."""
+    lines = []
+    for chunk, metrics in enumerate(history):
+        n_seeds = len(next(iter(metrics.values())))
+        for seed in range(n_seeds):
+            row = {"chunk": chunk, "seed": seed}
+            row.update({name: _json_number(values[seed]) for name, values in metrics.items()})
+            lines.append(json.dumps(row))
+    atomic_write_text(pathlib.Path(path) / METRICS, "".join(line + "\n" for line in lines))
+
+
+def _json_number(x):
+    x = np.asarray(x).item()
+    return x if np.isfinite(x) else None  # JSON has no NaN; None reads back as NaN
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict[str, np.ndarray]]:
+    """The metrics file as one dict per chunk of ``name -> [n_seeds]`` arrays."""
+    file = pathlib.Path(path) / METRICS
+    if not file.exists():
+        return []
+    rows = []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise RunDirError(f"{file}:{number}: not a JSON line; the metrics file is corrupt") from None
+    history: list[dict[str, list]] = []
+    for row in rows:
+        chunk, seed = row.pop("chunk"), row.pop("seed")
+        while len(history) <= chunk:
+            history.append({})
+        for name, value in row.items():
+            history[chunk].setdefault(name, {})[seed] = np.nan if value is None else value
+    return [{name: np.array([v[s] for s in sorted(v)]) for name, v in m.items()} for m in history]
+
+
+# --- checkpoints -------------------------------------------------------------------
+
+
+def _is_key(x) -> bool:
+    """A typed PRNG key array (or its ``eval_shape``)."""
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jax.dtypes.issubdtype(
+        x.dtype, jax.dtypes.prng_key
+    )
+
+
+def unwrap_keys(tree):
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def save_checkpoint(path: str | pathlib.Path, state, chunks_done: int) -> None:
+    """``state`` (any pytree of arrays, e.g. a batched TrainState) after ``chunks_done`` chunks."""
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, (jnp.asarray(chunks_done, jnp.int32), unwrap_keys(state)))
+    atomic_write_bytes(pathlib.Path(path) / CHECKPOINT, buffer.getvalue())
+
+
+def load_checkpoint(path: str | pathlib.Path, like):
+    """``(state, chunks_done)`` from ``path``, shaped like ``like`` (a state or its ``eval_shape``)."""
+    file = pathlib.Path(path) / CHECKPOINT
+    if not file.is_file():
+        raise RunDirError(f"{str(file)!r}: no checkpoint to resume from")
+    keys = jax.tree.map(_is_key, like)
+    template = jax.tree.map(
+        lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x,
+        like,
+    )
+    template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype) if _is_array_like(x) else x, template)
+    try:
+        with open(file, "rb") as f:
+            chunks_done, state = eqx.tree_deserialise_leaves(f, (np.zeros((), np.int32), template))
+            if f.read(1):
+                raise ValueError("trailing bytes")
+    except Exception as error:  # noqa: BLE001 - numpy raises several kinds on bad bytes
+        raise RunDirError(
+            f"{str(file)!r}: corrupt or from another run configuration ({type(error).__name__}: {error})"
+        ) from None
+    state = jax.tree.map(lambda x, is_key: jax.random.wrap_key_data(x) if is_key else jnp.asarray(x), state, keys)
+    return state, int(chunks_done)
+
+
+def _is_array_like(x) -> bool:
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray))

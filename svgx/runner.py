@@ -1,0 +1,308 @@
+"""The chunked runner: a run as jitted chunks, with evaluation and progress between them.
+
+The pure run (:func:`svgx.train.make_train`) is split into ``config.chunks``
+equal chunks; each is one call of ``jit(vmap(chunk))`` over seeds (and swept
+hyperparameters), compiled once. Between chunks the runner evaluates the mean
+action on a fixed set of evaluation episodes, records the metrics of every seed
+and reports progress.
+
+Seeds are sharded over devices: the seed axis is laid out over a 1-D mesh of
+``gcd(seeds, len(jax.devices()))`` devices (every device when the seed count is
+a multiple of the device count), and the same code runs on one CPU, several
+GPUs, or several hosts after ``jax.distributed.initialize()`` (every process
+runs the same command; process 0 writes the files).
+
+:func:`run_in_dir` adds a run directory (:mod:`svgx.rundir`): metrics and a
+checkpoint after every chunk, a learning-curve PNG, Ctrl-C stops after the
+current chunk with everything saved, and :func:`resume` continues a run to the
+same final state, bit for bit, as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import pathlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from svgx import rundir
+from svgx.config import Config, Hyperparams
+from svgx.train import TrainState, make_train
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished (or interrupted) run.
+
+    Attributes:
+      config, hparams: what ran (``hparams`` leaves have a leading seed axis when swept).
+      state: the final :class:`~svgx.train.TrainState` of every seed (leading axis).
+      metrics: one dict per chunk of ``name -> [n_seeds]`` arrays.
+      interrupted: the run stopped early (Ctrl-C) after ``len(metrics)`` chunks.
+    """
+
+    config: Config
+    hparams: Hyperparams
+    state: TrainState
+    metrics: list[dict[str, np.ndarray]]
+    interrupted: bool = False
+
+    def series(self, name: str) -> np.ndarray:
+        """Metric ``name`` as ``[chunks, n_seeds]``."""
+        return np.stack([m[name] for m in self.metrics])
+
+
+def hyperparams_axes(hparams: Hyperparams, n_seeds: int):
+    """``vmap`` axes of ``hparams``: 0 for leaves with a leading seed axis, else None."""
+
+    def axis(x):
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            return None
+        if x.ndim != 1 or x.shape[0] != n_seeds:
+            raise ValueError(
+                f"a swept hyperparameter has shape {x.shape} but there are {n_seeds} seeds; "
+                "give one value per seed (or a scalar)"
+            )
+        return 0
+
+    return jax.tree.map(axis, hparams)
+
+
+FAST_COMPILE = "SVGX_FAST_COMPILE"
+
+
+def compiler_options() -> dict | None:
+    """With ``SVGX_FAST_COMPILE=1``, XLA compiles without LLVM's backend optimisations:
+    about half the compile time, slower programs; for short runs (tests, debugging)."""
+    return {"xla_backend_optimization_level": 0} if os.environ.get(FAST_COMPILE) == "1" else None
+
+
+def compiled(config: Config, hparams: Hyperparams, n_seeds: int):
+    """``(init, chunk, evaluate)``, each ``jit(vmap(…))`` over seeds."""
+    train = make_train(config)
+    axes = hyperparams_axes(hparams, n_seeds)
+    options = compiler_options()
+    init = jax.jit(jax.vmap(train.init, in_axes=(0, axes)), compiler_options=options)
+    chunk = jax.jit(jax.vmap(train.chunk, in_axes=(0, axes)), donate_argnums=0, compiler_options=options)
+    evaluate = jax.jit(jax.vmap(train.evaluate), compiler_options=options)
+    return init, chunk, evaluate
+
+
+def seed_mesh(n_seeds: int, devices=None) -> Mesh:
+    """A 1-D mesh (axis ``"seeds"``) over as many devices as divide ``n_seeds`` evenly."""
+    devices = jax.devices() if devices is None else devices
+    n = math.gcd(n_seeds, len(devices))
+    return Mesh(np.asarray(devices[:n]), ("seeds",))
+
+
+def _put(tree, mesh: Mesh):
+    """Host arrays onto the mesh: leading axis sharded over seeds (scalars replicated).
+
+    Works with several processes (each holds the whole host array and gives the
+    devices it owns their part).
+    """
+
+    def put(x):
+        x = np.asarray(x) if not jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key) else x
+        spec = PartitionSpec("seeds") if np.ndim(x) > 0 else PartitionSpec()
+        sharding = NamedSharding(mesh, spec)
+        if isinstance(x, jax.Array) and jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        return jax.make_array_from_callback(np.shape(x), sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def _gather(tree):
+    """Every process gets the whole of each (seed-sharded) array, as numpy (PRNG keys
+    as their raw ``uint32`` data)."""
+    tree = rundir.unwrap_keys(tree)
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _keys(seed: int, n_seeds: int):
+    return jax.random.split(jax.random.key(seed), n_seeds)
+
+
+def run(
+    config: Config,
+    hparams: Hyperparams | None = None,
+    *,
+    seeds: int = 1,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    on_chunk: Callable[[int, TrainState, list], None] | None = None,
+    start: tuple[TrainState, list] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    devices=None,
+) -> Run:
+    """Trains ``seeds`` seeds of ``config`` in one program and returns the :class:`Run`.
+
+    ``progress`` receives one line per chunk (default: print to stderr);
+    ``on_chunk(index, state, history)`` is called after each chunk (checkpoints);
+    ``start=(state, history)`` continues from a saved state after ``len(history)``
+    chunks; ``should_stop()`` is asked after each chunk (Ctrl-C).
+    """
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
+    hparams = (Hyperparams() if hparams is None else hparams).check()
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    with jax.enable_x64(config.float64):
+        dtype = jnp.float64 if config.float64 else jnp.float32
+        hparams = hparams.as_arrays(dtype)
+        init, chunk, evaluate = compiled(config, hparams, seeds)
+        mesh = seed_mesh(seeds, devices)
+        hp = _put(hparams, mesh)
+        eval_keys = _put(_keys(seed + 1, seeds), mesh)  # the same episodes every time
+        wall = time.perf_counter()
+        if start is None:
+            state, history, offset = init(_put(_keys(seed, seeds), mesh), hp), [], 0.0
+        else:
+            state, history = start
+            state, history = _put(state, mesh), list(history)
+            offset = float(history[-1]["wall_time"][0]) if history else 0.0
+        interrupted, ends = False, [wall]
+        for index in range(len(history), config.chunks):
+            state, metrics = chunk(state, hp)
+            metrics = _gather({**metrics, **evaluate(state, eval_keys)})
+            metrics = {name: np.asarray(value) for name, value in metrics.items()}
+            elapsed = offset + time.perf_counter() - wall
+            metrics["wall_time"] = np.full(seeds, elapsed)
+            history.append(metrics)
+            ends.append(time.perf_counter())
+            # The first chunk compiles; later ones give the rate (the ETA).
+            per_chunk = (ends[-1] - ends[1]) / (len(ends) - 2) if len(ends) > 2 else ends[1] - ends[0]
+            progress(_progress_line(config, index, metrics, elapsed, per_chunk * (config.chunks - index - 1)))
+            if on_chunk is not None:
+                on_chunk(index, state, history)
+            if should_stop() and index + 1 < config.chunks:
+                interrupted = True
+                break
+    return Run(config, hparams, state, history, interrupted)
+
+
+def _progress_line(config: Config, index: int, metrics: dict, elapsed: float, eta: float) -> str:
+    done = index + 1
+    ret = metrics["eval_return"]
+    return (
+        f"[{config.algo} {config.env}] chunk {done}/{config.chunks}  "
+        f"env steps {int(metrics['env_steps'].max()):,}  "
+        f"eval return {ret.mean():+.3f} ± {ret.std():.3f}  success {metrics['eval_success'].mean():.0%}  "
+        f"nonfinite {int(metrics['nonfinite_updates'].sum())}  "
+        f"{elapsed:.0f}s, ETA {eta:.0f}s"
+    )
+
+
+# --- run directories ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(progress):
+    """While inside: the first Ctrl-C asks the run to stop after the current chunk
+    (which is then saved); a second one interrupts at once."""
+    requested = []
+
+    def handler(signum, frame):
+        if requested:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        requested.append(True)
+        progress("interrupt: stopping after the current chunk and saving (Ctrl-C again to abort now)")
+
+    if jax.process_index() != 0 or not _in_main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def run_in_dir(
+    out: str | pathlib.Path,
+    spec: rundir.RunSpec | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+    devices=None,
+) -> Run:
+    """Runs ``spec`` into the run directory ``out`` (or, with ``spec=None``, resumes the
+    run ``out`` holds from its last checkpoint). Writes metrics, a checkpoint and the
+    learning curve after every chunk."""
+    out = pathlib.Path(out)
+    writer = jax.process_index() == 0
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    start = None
+    if spec is None:
+        spec = rundir.read_spec(out)
+        start = _restore(out, spec)
+        if start is not None and len(start[1]) >= spec.config.chunks:
+            progress(f"{out}: the run is complete ({spec.config.chunks} chunks); nothing to resume")
+        elif start is not None:
+            progress(f"{out}: resuming after chunk {len(start[1])}/{spec.config.chunks}")
+    elif writer:
+        rundir.create(out, spec, overwrite=overwrite)
+
+    def save(index, state, history):
+        state = _gather(state)
+        if writer:
+            rundir.write_metrics(out, history)
+            rundir.save_checkpoint(out, state, len(history))
+            from svgx.plot import plot_runs
+
+            plot_runs([out], out / rundir.CURVE)
+
+    with _stop_on_sigint(progress) as should_stop:
+        result = run(
+            spec.config, spec.hparams, seeds=spec.seeds, seed=spec.seed, progress=progress,
+            on_chunk=save, start=start, should_stop=should_stop, devices=devices,
+        )  # fmt: skip
+    if result.interrupted:
+        progress(f"stopped after chunk {len(result.metrics)}/{spec.config.chunks}; continue with `svgx resume {out}`")
+    return result
+
+
+def state_shape(spec: rundir.RunSpec):
+    """The batched TrainState of ``spec`` as shapes (no computation)."""
+    with jax.enable_x64(spec.config.float64):
+        dtype = jnp.float64 if spec.config.float64 else jnp.float32
+        hparams = spec.hparams.as_arrays(dtype)
+        init, _, _ = compiled(spec.config, hparams, spec.seeds)
+        return jax.eval_shape(init, _keys(spec.seed, spec.seeds), hparams)
+
+
+def _restore(out: pathlib.Path, spec: rundir.RunSpec):
+    """``(state, history)`` of the last checkpoint, or None when the run never finished a chunk."""
+    if not (out / rundir.CHECKPOINT).exists():
+        if rundir.read_metrics(out):
+            raise rundir.RunDirError(f"{str(out)!r}: metrics but no checkpoint; the run directory is damaged")
+        return None
+    with jax.enable_x64(spec.config.float64):
+        state, chunks_done = rundir.load_checkpoint(out, state_shape(spec))
+    history = rundir.read_metrics(out)[:chunks_done]
+    if len(history) != chunks_done:
+        raise rundir.RunDirError(
+            f"{str(out)!r}: the checkpoint is after chunk {chunks_done} but metrics hold {len(history)} chunks"
+        )
+    return state, history

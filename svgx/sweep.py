@@ -1,0 +1,164 @@
+"""Sweeps: a grid of configurations, grouped so that each group is one compiled program.
+
+A sweep file is TOML. Top-level keys are ``seeds`` (per combination), ``seed``,
+``steps`` (environment steps per seed, optional) and any field of
+:class:`~svgx.config.Config` or :class:`~svgx.config.Hyperparams`; a list is an
+axis of the grid (``policy_hidden``/``critic_hidden`` take a list of lists)::
+
+    seeds = 4
+    steps = 20000
+    env = "cartpole"
+    algo = ["svg1_er", "svg0_er"]
+    n_envs = 4
+    policy_lr = [1e-3, 3e-4]
+
+Configurations that fix shapes (Config fields) make groups; within a group every
+combination of swept hyperparameters × seeds is one member of a single
+``vmap``-ed (and device-sharded) program, written to one run directory
+``DIR/<group>/``. Member ``i`` has hyperparameter combination ``i // seeds`` and
+seed ``i % seeds``; ``DIR/members.json`` lists them. Running the sweep again (or
+``svgx resume DIR``) skips finished groups and resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import pathlib
+import tomllib
+
+import jax.numpy as jnp
+import numpy as np
+
+from svgx import rundir
+from svgx.config import Config, Hyperparams
+from svgx.io import atomic_write_text
+
+SWEEP_FILE = "sweep.toml"
+TOP_LEVEL = ("seeds", "seed", "steps")
+TUPLE_FIELDS = ("policy_hidden", "critic_hidden")
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    name: str
+    spec: rundir.RunSpec
+    members: list[dict]  # hyperparameter values and seed index of each member
+
+
+def parse(text: str, where: str = "sweep file") -> list[Group]:
+    """The groups of a sweep file's text (raises ValueError naming the bad key or value)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{where}: TOML syntax error: {error}") from None
+    config_fields = {f.name for f in dataclasses.fields(Config)}
+    hp_fields = {f.name for f in dataclasses.fields(Hyperparams)}
+    unknown = set(data) - config_fields - hp_fields - set(TOP_LEVEL)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(TOP_LEVEL)}, "
+            f"the Config fields ({', '.join(sorted(config_fields))}) and the Hyperparams fields "
+            f"({', '.join(sorted(hp_fields))})"
+        )
+    seeds, seed, steps = data.get("seeds", 1), data.get("seed", 0), data.get("steps")
+    for name, value in (("seeds", seeds), ("seed", seed), ("steps", steps)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < (name != "seed")):
+            raise ValueError(f"{where}: {name}={value!r}: must be an integer >= {int(name != 'seed')}")
+
+    def axis(name, value):
+        if name in TUPLE_FIELDS:
+            is_axis = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+            return [tuple(v) for v in value] if is_axis else [tuple(value)]
+        return value if isinstance(value, list) else [value]
+
+    config_axes = {k: axis(k, v) for k, v in data.items() if k in config_fields}
+    hp_axes = {k: axis(k, v) for k, v in data.items() if k in hp_fields}
+    for name, values in {**config_axes, **hp_axes}.items():
+        if not values:
+            raise ValueError(f"{where}: {name} = []: an axis needs at least one value")
+    hp_combos = [dict(zip(hp_axes, values)) for values in itertools.product(*hp_axes.values())]
+    for combo in hp_combos:
+        Hyperparams(**combo).check()
+
+    groups = []
+    for index, values in enumerate(itertools.product(*config_axes.values())):
+        fields = dict(zip(config_axes, values))
+        config = Config(**fields)
+        if steps is not None:
+            from svgx.cli import iterations_for_steps
+
+            config = dataclasses.replace(config, iterations=iterations_for_steps(config, steps))
+        members = [dict(combo, seed=s) for combo in hp_combos for s in range(seeds)]
+        hparams = Hyperparams(
+            **{name: jnp.asarray([m[name] for m in members], jnp.float32) for name in hp_axes}
+        )
+        spec = rundir.RunSpec(config, hparams, len(members), seed)
+        jac = f"-{config.jacobians}" if "jacobians" in fields or config.jacobians != "simulator" else ""
+        groups.append(Group(f"g{index:02d}-{config.env}-{config.algo}{jac}", spec, members))
+    return groups
+
+
+def is_sweep_dir(path) -> bool:
+    return (pathlib.Path(path) / SWEEP_FILE).is_file()
+
+
+def group_dirs(path) -> list[pathlib.Path]:
+    return sorted(p for p in pathlib.Path(path).iterdir() if (p / rundir.CONFIG).is_file())
+
+
+def run_sweep(file: str | None, out: str | None = None, *, progress=None, devices=None) -> list:
+    """Runs (or resumes) the sweep in ``file`` into ``out``; ``file=None`` resumes the sweep ``out``."""
+    from svgx import runner
+
+    if file is None:
+        out = pathlib.Path(out)
+        text, where = (out / SWEEP_FILE).read_text(), str(out / SWEEP_FILE)
+    else:
+        path = pathlib.Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep file {file!r}: no such file")
+        text, where = path.read_text(), str(path)
+        out = pathlib.Path(out) if out else path.with_suffix("")
+        if is_sweep_dir(out) and (out / SWEEP_FILE).read_text() != text:
+            raise ValueError(
+                f"--out {str(out)!r}: holds a different sweep; use another directory "
+                f"(or `svgx resume {out}` to continue the one it holds)"
+            )
+    groups = parse(text, where)
+    if not is_sweep_dir(out):
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / SWEEP_FILE, text)
+    results = []
+    for group in groups:
+        directory = out / group.name
+        atomic_write_text(directory / "members.json", json.dumps(_jsonable(group.members), indent=2))
+        if (directory / rundir.CONFIG).is_file():
+            if rundir.read_spec(directory).to_json() != group.spec.to_json():
+                raise rundir.RunDirError(f"{str(directory)!r}: written by a different sweep configuration")
+            result = runner.run_in_dir(directory, progress=progress, devices=devices)
+        else:
+            result = runner.run_in_dir(directory, group.spec, progress=progress, devices=devices)
+        results.append(result)
+        if result.interrupted:
+            break
+    return results
+
+
+def _jsonable(members):
+    return [{k: (list(v) if isinstance(v, tuple) else v) for k, v in m.items()} for m in members]
+
+
+def member_labels(path) -> list[tuple[str, np.ndarray]] | None:
+    """For a sweep group directory: ``(label, member indices)`` per hyperparameter combination."""
+    file = pathlib.Path(path) / "members.json"
+    if not file.is_file():
+        return None
+    members = json.loads(file.read_text())
+    combos: dict[str, list[int]] = {}
+    for i, member in enumerate(members):
+        label = ", ".join(f"{k}={v}" for k, v in member.items() if k != "seed")
+        combos.setdefault(label, []).append(i)
+    return [(label, np.asarray(indices)) for label, indices in combos.items()]
+

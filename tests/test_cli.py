@@ -1,0 +1,342 @@
+"""The ``svgx`` command and run directories: train, refuse to overwrite, checkpoints,
+Ctrl-C and resume (bit-identical), sweeps, plots, and bad input (one line, exit 2,
+nothing written)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from svgx import cli, rundir, runner, sweep
+from svgx.config import Config, Hyperparams
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# A small lqg run: 3 chunks of 2 iterations, 2 seeds.
+TINY = [
+    "--env", "lqg", "--env-options", "horizon", "10", "--algo", "svg1_er", "--linear-policy",
+    "--no-squash", "--iterations", "6", "--chunks", "3", "--n-envs", "2", "--batch-size", "16",
+    "--critic-hidden", "16", "16", "--eval-episodes", "2", "--seeds", "2",
+]  # fmt: skip
+
+
+def tiny_spec(**overrides):
+    config = Config(
+        env="lqg", env_options=dict(horizon=10), algo="svg1_er", linear_policy=True, squash=False,
+        iterations=6, chunks=3, n_envs=2, batch_size=16, critic_hidden=(16, 16), eval_episodes=2,
+    )  # fmt: skip
+    return rundir.RunSpec(config, Hyperparams(), seeds=2, seed=0, **overrides)
+
+
+def svgx(*args, env=None, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "svgx.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, **kwargs,
+    )  # fmt: skip
+
+
+def snapshot(directory: pathlib.Path):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def without_wall_time(history):
+    return [{k: v for k, v in m.items() if k != "wall_time"} for m in history]
+
+
+def test_train_writes_a_run_directory_and_refuses_to_overwrite_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    cli.main(["train", "--out", str(out), *TINY])
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.jsonl", "checkpoint.eqx", "curve.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    spec = rundir.read_spec(out)
+    assert spec.config.env_options == {"horizon": 10} and spec.seeds == 2
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 * 2
+    row = json.loads(lines[-1])
+    for name in ("eval_return", "eval_success", "train_return", "value_loss", "policy_grad_norm", "env_steps"):
+        assert np.isfinite(row[name]), name
+    assert row["chunk"] == 2 and row["seed"] == 1
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "chunk 3/3" in capsys.readouterr().err
+
+    before = snapshot(out)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--out", str(out), *TINY])
+    assert exit_.value.code == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+def test_steps_sets_the_iterations():
+    config = Config(env="lqg", env_options=dict(horizon=10), n_envs=4, chunks=5, algo="svg1_er")
+    assert cli.iterations_for_steps(config, 1000) == 250  # 4 env steps per iteration
+    on_policy = Config(env="lqg", env_options=dict(horizon=10), n_envs=4, chunks=5, algo="svg_inf")
+    assert cli.iterations_for_steps(on_policy, 1000) == 25  # one 10-step episode per env
+
+
+def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    """Ctrl-C (a real SIGINT to ``svgx train``) after the first chunk saves and exits
+    cleanly; ``svgx resume`` then ends with the same parameters and metrics, bit for bit."""
+    whole = runner.run_in_dir(tmp_path / "whole", tiny_spec(), progress=lambda line: None)
+    assert not whole.interrupted
+
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "svgx.cli", "train", "--out", str(out), *TINY],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith("[svg1_er lqg] chunk 1/3"):
+            process.send_signal(signal.SIGINT)  # once: a second Ctrl-C aborts at once
+    assert process.wait(timeout=300) == 0, "".join(lines)
+    assert any("interrupt: stopping after the current chunk" in line for line in lines), lines
+    assert any("svgx resume" in line for line in lines), lines
+    assert len(rundir.read_metrics(out)) < 3
+
+    resumed = svgx("resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after chunk" in resumed.stderr
+    assert (out / "checkpoint.eqx").read_bytes() == (tmp_path / "whole" / "checkpoint.eqx").read_bytes()
+    a, b = without_wall_time(rundir.read_metrics(out)), without_wall_time(whole.metrics)
+    assert len(a) == len(b) == 3
+    for ma, mb in zip(a, b):
+        for name in mb:
+            np.testing.assert_array_equal(ma[name], mb[name], err_msg=name)
+
+
+def test_a_checkpoint_ahead_of_the_metrics_is_recomputed_not_double_counted(tmp_path):
+    """Metrics are written before the checkpoint; a crash between them leaves extra metric
+    lines, which resuming drops and recomputes."""
+    out = tmp_path / "run"
+    whole = runner.run_in_dir(out, tiny_spec(), progress=lambda line: None)
+    spec = rundir.read_spec(out)
+    state, done = rundir.load_checkpoint(out, runner.state_shape(spec))
+    assert done == 3
+    first = runner.run(spec.config, spec.hparams, seeds=2, progress=lambda line: None, should_stop=lambda: True)
+    rundir.save_checkpoint(out, runner._gather(first.state), 1)  # the metrics file still holds 3 chunks
+    resumed = runner.run_in_dir(out, progress=lambda line: None)
+    for ma, mb in zip(without_wall_time(resumed.metrics), without_wall_time(whole.metrics)):
+        for name in mb:
+            np.testing.assert_array_equal(ma[name], mb[name], err_msg=name)
+    assert len(rundir.read_metrics(out)) == 3
+
+
+SWEEP = """
+seeds = 2
+env = "lqg"
+env_options = { horizon = 10 }
+algo = ["svg1_er", "svg0_er"]
+linear_policy = true
+squash = false
+iterations = 4
+chunks = 2
+n_envs = 2
+batch_size = 16
+critic_hidden = [16, 16]
+eval_episodes = 2
+policy_lr = [1e-3, 1e-2]
+"""
+
+
+def test_a_sweep_groups_by_shape_vmaps_the_rest_and_resumes(tmp_path):
+    groups = sweep.parse(SWEEP)
+    assert [g.name for g in groups] == ["g00-lqg-svg1_er", "g01-lqg-svg0_er"]
+    for group in groups:  # 2 learning rates × 2 seeds in one program
+        assert group.spec.seeds == 4
+        np.testing.assert_allclose(group.spec.hparams.policy_lr, [1e-3, 1e-3, 1e-2, 1e-2])
+        assert [m["seed"] for m in group.members] == [0, 1, 0, 1]
+    file = tmp_path / "grid.toml"
+    file.write_text(SWEEP)
+    out = tmp_path / "grid"
+    sweep.run_sweep(str(file), str(out), progress=lambda line: None)
+    dirs = sweep.group_dirs(out)
+    assert [d.name for d in dirs] == ["g00-lqg-svg1_er", "g01-lqg-svg0_er"]
+    first = snapshot(dirs[0])
+    # Lose the second group's results, as if the sweep had been stopped during it.
+    for name in ("checkpoint.eqx", "metrics.jsonl", "curve.png"):
+        (dirs[1] / name).unlink()
+    lines = []
+    sweep.run_sweep(None, str(out), progress=lines.append)
+    assert any("g00" in line and "complete" in line for line in lines), lines
+    assert len(rundir.read_metrics(dirs[1])) == 2
+    assert snapshot(dirs[0]) == first
+    png = tmp_path / "sweep.png"
+    assert cli.main(["plot", str(out), "--out", str(png)]) is None
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
+    """Four forced host devices: the seed axis is laid out over all four, and the
+    metrics equal those of the same run on one device."""
+    script = (
+        "import jax, numpy as np; from svgx import runner; from tests.test_cli import tiny_spec;"
+        "spec = tiny_spec(); quiet = lambda line: None;"
+        "c, h = spec.config, spec.hparams;"
+        "a = runner.run(c, h, seeds=4, progress=quiet);"
+        "b = runner.run(c, h, seeds=4, progress=quiet, devices=jax.devices()[:1]);"
+        "leaf = jax.tree.leaves(a.state.policy)[0];"
+        "print('devices', len(jax.devices()), len(leaf.sharding.device_set));"
+        "[np.testing.assert_allclose(a.metrics[i][k], b.metrics[i][k], rtol=1e-4, atol=1e-5, err_msg=k)"
+        " for i in range(len(a.metrics)) for k in a.metrics[i] if k != 'wall_time'];"
+        "print('equal')"
+    )
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": flags}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "devices 4 4" in result.stdout and "equal" in result.stdout
+
+
+def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
+    """``svgx train`` in two processes joined by ``jax.distributed`` (Gloo on CPU), each
+    holding one device: process 0 writes the run, whose metrics match a one-process run."""
+    single = runner.run_in_dir(tmp_path / "single", tiny_spec(), progress=lambda line: None)
+    out = tmp_path / "multi"
+    port = 20000 + os.getpid() % 20000
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "svgx.cli", "train", "--out", str(out), *TINY],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "SVGX_COORDINATOR": f"localhost:{port}", "SVGX_NUM_PROCESSES": "2",
+                 "SVGX_PROCESS_ID": str(rank)},
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "chunk 3/3" in outputs[0][1]
+    for ma, mb in zip(without_wall_time(rundir.read_metrics(out)), without_wall_time(single.metrics)):
+        for name in mb:
+            np.testing.assert_allclose(ma[name], mb[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+# --- bad input: one line, exit status 2, nothing written --------------------------------
+
+BAD = {
+    "unknown task": (["train", "--out", "{out}", "--env", "pendulum"], "env='pendulum': unknown task; valid: "),
+    "unknown algorithm": (["train", "--out", "{out}", "--algo", "ppo"], "--algo"),
+    "unknown jacobians": (["train", "--out", "{out}", "--jacobians", "exact"], "--jacobians"),
+    "unknown flag": (["train", "--out", "{out}", "--learning-rate", "1"], "--learning-rate"),
+    "unknown command": (["fly"], "fly"),
+    "wrong type": (["train", "--out", "{out}", "--batch-size", "many"], "--batch-size"),
+    "negative steps": (["train", "--out", "{out}", "--steps", "-5"], "steps=-5: must be an integer >= 1"),
+    "zero seeds": (["train", "--out", "{out}", "--seeds", "0"], "seeds=0: must be an integer >= 1"),
+    "gamma above 1": (["train", "--out", "{out}", "--gamma", "1.5"], "gamma=1.5: must be in (0, 1]"),
+    "gamma zero": (["train", "--out", "{out}", "--gamma", "0"], "gamma=0.0: must be in (0, 1]"),
+    "negative learning rate": (["train", "--out", "{out}", "--policy-lr", "-1e-3"], "policy_lr=-0.001: must be > 0"),
+    "truncation below 1": (["train", "--out", "{out}", "--truncation", "0.5"], "truncation=0.5: must be >= 1"),
+    "learned jacobians without dynamics": (
+        ["train", "--out", "{out}", "--algo", "svg0_er", "--jacobians", "learned"],
+        "jacobians='learned' with algo='svg0_er'",
+    ),
+    "k beyond the horizon": (
+        ["train", "--out", "{out}", "--algo", "svgk_er", "--k", "500"], "k=500: must be <= the horizon"
+    ),
+    "chunks not dividing iterations": (
+        ["train", "--out", "{out}", "--iterations", "10", "--chunks", "3"], "chunks=3 must divide iterations=10"
+    ),
+    "unknown env option": (
+        ["train", "--out", "{out}", "--env", "lqg", "--env-options", "colour", "1"], "unknown override(s) colour"
+    ),
+    "linear policy squashed": (["train", "--out", "{out}", "--linear-policy"], "linear_policy=True needs squash=False"),
+    "zero batch": (["train", "--out", "{out}", "--batch-size", "0"], "batch_size=0: must be an integer >= 1"),
+    "resume without a run": (["resume", "{out}"], "not a run directory"),
+    "missing sweep file": (["sweep", "{out}/none.toml"], "no such file"),
+    "sweep syntax error": (["sweep", "{out}/bad.toml"], "TOML syntax error"),
+    "sweep unknown key": (["sweep", "{out}/unknown.toml"], "unknown key(s) learning_rate"),
+    "baseline unknown algorithm": (["baseline", "--env", "lqg", "--algo", "td3", "--out", "{out}"], "--algo"),
+    "baseline unknown task": (["baseline", "--env", "pong", "--algo", "sac", "--out", "{out}"], "unknown"),
+    "plot of nothing": (["plot", "{out}/nothing"], "no metrics"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_gives_one_line_and_exit_status_2(case, tmp_path, capsys):
+    argv, expected = BAD[case]
+    (tmp_path / "bad.toml").write_text("seeds = [\n")
+    (tmp_path / "unknown.toml").write_text("learning_rate = 1e-3\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([a.replace("{out}", str(tmp_path)) for a in argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("svgx: error: ") and expected in err, err
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["corrupt checkpoint", "missing checkpoint", "other version", "corrupt metrics"],
+)
+def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_path, capsys):
+    out = tmp_path / "run"
+    runner.run_in_dir(out, tiny_spec(), progress=lambda line: None)
+    if damage == "corrupt checkpoint":
+        data = (out / "checkpoint.eqx").read_bytes()
+        (out / "checkpoint.eqx").write_bytes(data[: len(data) // 2])
+        expected = "corrupt or from another run configuration"
+    elif damage == "missing checkpoint":
+        (out / "checkpoint.eqx").unlink()
+        expected = "metrics but no checkpoint"
+    elif damage == "other version":
+        spec = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**spec, "format": 0}))
+        expected = "run directory format 0, this svgx reads format 1"
+    else:
+        (out / "metrics.jsonl").write_text("{not json\n")
+        expected = "not a JSON line"
+    before = snapshot(out)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["resume", str(out)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert snapshot(out) == before
+
+
+def test_envs_json_lists_every_task(capsys):
+    import envs
+
+    cli.main(["envs", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(envs.names())
+    assert {"name", "state_size", "action_size", "horizon"} <= set(rows[0])
+
+
+def test_a_brax_baseline_writes_the_same_metrics_and_plots_beside_svgx(tmp_path):
+    """Brax's SAC on lqg through the adapter: svgx's metrics format, one curve per run."""
+    out = tmp_path / "sac"
+    cli.main(["baseline", "--env", "lqg", "--algo", "sac", "--steps", "1000", "--evaluations", "3",
+              "--n-envs", "4", "--hidden", "16", "16", "--out", str(out)])  # fmt: skip
+    history = rundir.read_metrics(out)
+    assert len(history) == 3
+    assert [int(m["env_steps"][0]) for m in history][0] == 0 and history[-1]["env_steps"][0] >= 1000
+    for name in ("eval_return", "eval_success", "wall_time"):
+        assert np.isfinite(history[-1][name]).all(), name
+    assert 0 <= history[-1]["eval_success"][0] <= 1
+    run = runner.run_in_dir(tmp_path / "svg", tiny_spec(), progress=lambda line: None)
+    assert run.metrics
+    png = tmp_path / "both.png"
+    cli.main(["plot", str(out), str(tmp_path / "svg"), "--out", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit):
+        cli.main(["resume", str(out)])
+
+
+def test_the_command_line_has_every_hyperparameter_with_the_same_default():
+    import dataclasses
+
+    cli_fields = {f.name: f.default for f in dataclasses.fields(cli.HyperparamArgs)}
+    fields = {f.name: f.default for f in dataclasses.fields(Hyperparams)}
+    assert cli_fields == fields
