@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import math
 import pathlib
 import re
 import sys
@@ -51,7 +50,7 @@ def initialize_distributed() -> None:
 # Before anything starts JAX's backend (importing the tasks does).
 initialize_distributed()
 
-from svgx.config import Config  # noqa: E402
+from svgx.config import Config, iterations_for_steps  # noqa: E402, F401 (re-exported)
 
 # --- arguments -------------------------------------------------------------------------
 
@@ -191,15 +190,6 @@ def envs_command(args: EnvsArgs) -> None:
             f"{r['name']:16s} {r['state_size']:6d} {r['action_size']:7d} {r['noise_size']:6d} "
             f"{r['horizon']:8d} {r['dt']:7.4f}"
         )
-
-
-def iterations_for_steps(config: Config, steps: int) -> int:
-    """Iterations that collect at least ``steps`` environment steps per seed (a multiple of chunks)."""
-    if steps < 1:
-        raise ValueError(f"steps={steps!r}: must be an integer >= 1")
-    per_iteration = config.n_envs * (config.make_env().horizon if config.on_policy else config.steps_per_iteration)
-    iterations = math.ceil(steps / per_iteration)
-    return math.ceil(iterations / config.chunks) * config.chunks
 
 
 def train_spec(args: TrainArgs):

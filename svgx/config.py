@@ -14,6 +14,7 @@ and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import equinox as eqx
@@ -201,3 +202,12 @@ class Hyperparams(eqx.Module):
     def as_arrays(self, dtype=jnp.float32) -> Hyperparams:
         """Every field as a ``dtype`` array (so runs differing only in values share a program)."""
         return jax.tree.map(lambda x: jnp.asarray(x, dtype), self)
+
+
+def iterations_for_steps(config: Config, steps: int) -> int:
+    """Iterations that collect at least ``steps`` environment steps per seed (a multiple of chunks)."""
+    if steps < 1:
+        raise ValueError(f"steps={steps!r}: must be an integer >= 1")
+    per_iteration = config.n_envs * (config.make_env().horizon if config.on_policy else config.steps_per_iteration)
+    iterations = math.ceil(steps / per_iteration)
+    return math.ceil(iterations / config.chunks) * config.chunks

@@ -11,6 +11,7 @@ import numpy as np
 from scipy import stats
 
 from svgx import rundir, sweep
+from svgx.config import USES_DYNAMICS
 from svgx.io import atomic_write_bytes
 
 
@@ -42,7 +43,7 @@ def label(path: pathlib.Path, n_seeds: int | None = None) -> str:
     except rundir.RunDirError:
         return path.name
     c = spec.config
-    jac = f" ({c.jacobians})" if c.algo in ("svg_inf", "svg1", "svg1_er", "svgk_er", "planner") else ""
+    jac = f" ({c.jacobians})" if c.algo in USES_DYNAMICS else ""
     return f"{c.algo}{jac} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
 
 

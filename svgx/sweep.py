@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svgx import rundir
-from svgx.config import Config, Hyperparams
+from svgx.config import Config, Hyperparams, iterations_for_steps
 from svgx.io import atomic_write_text
 
 SWEEP_FILE = "sweep.toml"
@@ -87,8 +87,6 @@ def parse(text: str, where: str = "sweep file") -> list[Group]:
         fields = dict(zip(config_axes, values))
         config = Config(**fields)
         if steps is not None:
-            from svgx.cli import iterations_for_steps
-
             config = dataclasses.replace(config, iterations=iterations_for_steps(config, steps))
         members = [dict(combo, seed=s) for combo in hp_combos for s in range(seeds)]
         hparams = Hyperparams(
