@@ -81,10 +81,14 @@ def apg_schedule(env, steps: int, n_envs: int, evaluations: int) -> tuple[int, i
 def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
     """Runs ``args`` (:class:`svgx.cli.BaselineArgs`) into ``args.out``; returns the metrics history."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
-    env = envs.make(args.env)
-    if args.steps < 1 or args.seeds < 1 or args.n_envs < 1 or args.evaluations < 1:
-        bad = next(n for n in ("steps", "seeds", "n_envs", "evaluations") if getattr(args, n) < 1)
+    env = envs.make(args.env, **args.env_options)
+    counts = ("steps", "seeds", "n_envs", "evaluations", "batch_size", "updates_per_step")
+    if bad := next((n for n in counts if getattr(args, n) < 1), None):
         raise ValueError(f"{bad}={getattr(args, bad)!r}: must be an integer >= 1")
+    if not 0 < args.discounting <= 1:
+        raise ValueError(f"discounting={args.discounting!r}: must be in (0, 1]")
+    if not args.learning_rate > 0:
+        raise ValueError(f"learning_rate={args.learning_rate!r}: must be > 0")
     out = pathlib.Path(args.out)
     if (out / rundir.CONFIG).exists() and not args.overwrite:
         raise rundir.RunDirError(f"--out {str(out)!r}: already holds a run; use --overwrite or another directory")
@@ -109,7 +113,8 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
 
         trainer(
             args.algo, env, steps=args.steps, n_envs=args.n_envs, evaluations=args.evaluations,
-            hidden=tuple(args.hidden), seed=seed, progress_fn=record,
+            hidden=tuple(args.hidden), seed=seed, progress_fn=record, updates_per_step=args.updates_per_step,
+            batch_size=args.batch_size, learning_rate=args.learning_rate, discounting=args.discounting,
         )  # fmt: skip
         per_seed.append(points)
     n = min(len(p) for p in per_seed)

@@ -164,6 +164,16 @@ class BaselineArgs:
     """evaluations (learning-curve points)."""
     hidden: tuple[int, ...] = (100, 100)
     """hidden widths of Brax's policy and value networks."""
+    env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
+    """overrides of the task's configuration, as for svgx train (e.g. --env-options horizon 20)."""
+    batch_size: int = 64
+    """SAC's mini-batch size."""
+    updates_per_step: int = 1
+    """SAC's gradient updates per (batched) environment step."""
+    learning_rate: float = 3e-4
+    """learning rate of every network."""
+    discounting: float = 0.99
+    """discount factor γ (PPO and SAC)."""
     overwrite: bool = False
     """replace a run already in --out."""
 

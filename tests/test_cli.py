@@ -255,6 +255,18 @@ BAD = {
     "sweep unknown key": (["sweep", "{out}/unknown.toml"], "unknown key(s) learning_rate"),
     "baseline unknown algorithm": (["baseline", "--env", "lqg", "--algo", "td3", "--out", "{out}"], "--algo"),
     "baseline unknown task": (["baseline", "--env", "pong", "--algo", "sac", "--out", "{out}"], "unknown"),
+    "baseline zero batch": (
+        ["baseline", "--env", "lqg", "--algo", "sac", "--batch-size", "0", "--out", "{out}"],
+        "batch_size=0: must be an integer >= 1",
+    ),
+    "baseline discount above 1": (
+        ["baseline", "--env", "lqg", "--algo", "sac", "--discounting", "1.5", "--out", "{out}"],
+        "discounting=1.5: must be in (0, 1]",
+    ),
+    "baseline unknown env option": (
+        ["baseline", "--env", "lqg", "--algo", "sac", "--env-options", "colour", "1", "--out", "{out}"],
+        "unknown override(s) colour",
+    ),
     "plot of nothing": (["plot", "{out}/nothing"], "no metrics"),
 }
 
@@ -318,7 +330,10 @@ def test_a_brax_baseline_writes_the_same_metrics_and_plots_beside_svgx(tmp_path)
     """Brax's SAC on lqg through the adapter: svgx's metrics format, one curve per run."""
     out = tmp_path / "sac"
     cli.main(["baseline", "--env", "lqg", "--algo", "sac", "--steps", "1000", "--evaluations", "3",
-              "--n-envs", "4", "--hidden", "16", "16", "--out", str(out)])  # fmt: skip
+              "--n-envs", "4", "--hidden", "16", "16", "--env-options", "horizon", "10", "--batch-size", "32",
+              "--out", str(out)])  # fmt: skip
+    recorded = json.loads((out / "config.json").read_text())["baseline"]
+    assert recorded["env_options"] == {"horizon": 10} and recorded["batch_size"] == 32
     history = rundir.read_metrics(out)
     assert len(history) == 3
     assert [int(m["env_steps"][0]) for m in history][0] == 0 and history[-1]["env_steps"][0] >= 1000

@@ -50,6 +50,7 @@ def test_compiled_kinematics_grow_linearly_with_chain_depth():
     assert counts[2] - counts[1] <= 1.2 * (counts[1] - counts[0]), counts
 
 
+@pytest.mark.slow  # 35 s; it pins MJX's behaviour, not svgx's
 def test_without_the_patch_the_growth_is_superlinear(unpatched):
     """Pins the cause: if an MJX upgrade stops the blow-up, this says so."""
     counts = [multiplies(compiled_kinematics(name)[0]) for name in SWIMMERS]

@@ -44,7 +44,7 @@ def finite(metrics):
     return all(np.all(np.isfinite(v)) for v in defined.values()), defined
 
 
-@pytest.mark.parametrize(("task", "algo", "jacobians"), matrix())
+@pytest.mark.parametrize(("task", "algo", "jacobians"), list(matrix()))
 def test_every_algorithm_runs_two_chunks_vmapped_over_two_seeds(task, algo, jacobians):
     config = Config(algo=algo, jacobians=jacobians, **task, **SMALL)
     result = run(config, seeds=2, progress=lambda line: None)
@@ -182,8 +182,12 @@ LEARNING_CASES = {
 
 
 @pytest.mark.parametrize("algo", LEARNING_CASES)
-def test_learns_within_five_percent_of_the_optimal_lqg_return(algo):
+def test_learns_within_five_percent_of_the_optimal_lqg_return(algo, monkeypatch):
     options, hp = LEARNING_CASES[algo]
+    if options["iterations"] >= 1000:
+        # Thousands of updates: run time outweighs compile time, so let XLA optimise
+        # (measured with an empty cache: svg1_er 65 s -> 25 s, svg0_er 80 s -> 32 s).
+        monkeypatch.setenv("SVGX_FAST_COMPILE", "0")
     config = Config(algo=algo, **{**LEARN, **options})
     result = run(config, hp, seeds=2, progress=lambda line: None)
     ratio = exact_ratio(config, result)
