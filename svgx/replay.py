@@ -171,6 +171,15 @@ def valid_sequence_starts(buffer: ReplayBuffer, length: int) -> Bool[Array, "cap
     return valid_by_age[(ages - oldest) % capacity]
 
 
+def count_sequence_starts(buffer: ReplayBuffer, length: int) -> Int[Array, ""]:
+    """``valid_sequence_starts(buffer, length).sum()``; for ``length == 1`` (every filled
+    cell) without touching the ``capacity``-sized storage."""
+    _check_length(length)
+    if length == 1:
+        return buffer.size * buffer.n_envs
+    return valid_sequence_starts(buffer, length).sum()
+
+
 def sample_sequences(
     buffer: ReplayBuffer, key: PRNGKeyArray, batch_size: int, length: int
 ) -> Transition:
@@ -180,7 +189,9 @@ def sample_sequences(
 
     This cannot raise under ``jit``: where no start is valid
     (``valid_sequence_starts(buffer, length).sum() == 0``) the result is arbitrary, so
-    callers should check that count. With ``length == 1`` this samples transitions.
+    callers should check that count (:func:`count_sequence_starts`). With ``length == 1``
+    this is :func:`sample` with a length axis (every filled cell is a valid start), which
+    costs ``O(batch_size)``; longer sequences cost ``O(capacity · n_envs)`` per call.
     """
     _check_length(length)
     capacity, n_envs = buffer.capacity, buffer.n_envs
@@ -188,6 +199,8 @@ def sample_sequences(
         raise ValueError(
             f"length must be <= capacity = {capacity} for any sequence to fit; got {length}"
         )
+    if length == 1:
+        return jax.tree.map(lambda x: x[:, None], sample(buffer, key, batch_size))
     valid = valid_sequence_starts(buffer, length).reshape(-1)
     # Exact integer inverse-CDF sampling: the j-th valid cell (in flat order) is the
     # first whose running count of valid cells exceeds j.

@@ -239,6 +239,11 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+# The learning curve is redrawn after a chunk at most this often (a plot costs about
+# 0.25 s, as much as a whole chunk of a small task), and always when the run ends.
+CURVE_EVERY_S = 30.0
+
+
 def run_in_dir(
     out: str | pathlib.Path,
     spec: rundir.RunSpec | None = None,
@@ -248,8 +253,8 @@ def run_in_dir(
     devices=None,
 ) -> Run:
     """Runs ``spec`` into the run directory ``out`` (or, with ``spec=None``, resumes the
-    run ``out`` holds from its last checkpoint). Writes metrics, a checkpoint and the
-    learning curve after every chunk."""
+    run ``out`` holds from its last checkpoint). Writes metrics and a checkpoint after
+    every chunk, and the learning curve every ``CURVE_EVERY_S`` seconds and at the end."""
     out = pathlib.Path(out)
     writer = jax.process_index() == 0
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -264,20 +269,30 @@ def run_in_dir(
     elif writer:
         rundir.create(out, spec, overwrite=overwrite)
 
+    last_plot, saved = [time.perf_counter()], []
+
+    def plot():
+        from svgx.plot import plot_runs
+
+        plot_runs([out], out / rundir.CURVE)
+        last_plot[0] = time.perf_counter()
+
     def save(index, state, history):
         state = _gather(state)
+        saved.append(index)
         if writer:
             rundir.write_metrics(out, history)
             rundir.save_checkpoint(out, state, len(history))
-            from svgx.plot import plot_runs
-
-            plot_runs([out], out / rundir.CURVE)
+            if time.perf_counter() - last_plot[0] >= CURVE_EVERY_S:
+                plot()
 
     with _stop_on_sigint(progress) as should_stop:
         result = run(
             spec.config, spec.hparams, seeds=spec.seeds, seed=spec.seed, progress=progress,
             on_chunk=save, start=start, should_stop=should_stop, devices=devices,
         )  # fmt: skip
+    if writer and saved:
+        plot()
     if result.interrupted:
         progress(f"stopped after chunk {len(result.metrics)}/{spec.config.chunks}; continue with `svgx resume {out}`")
     return result

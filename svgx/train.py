@@ -371,7 +371,7 @@ def make_train(config: Config) -> Train:
             return lambda p: estimators.reinforce_loss(p, episodes, gamma=gamma, baseline=state.value), True
         if algo in ("svg1_er", "svgk_er"):
             length = 1 if algo == "svg1_er" else config.k
-            ready = replay.valid_sequence_starts(state.buffer, length).sum() > 0
+            ready = replay.count_sequence_starts(state.buffer, length) > 0
             seqs = replay.sample_sequences(state.buffer, key, config.batch_size, length)
             return (
                 lambda p: estimators.svg_loss(

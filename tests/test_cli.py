@@ -317,6 +317,18 @@ def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_pa
     assert snapshot(out) == before
 
 
+@pytest.mark.parametrize(("every", "expected"), [(1e9, [3]), (0.0, [1, 2, 3, 3])])
+def test_the_curve_is_redrawn_at_most_every_curve_every_s_and_at_the_end(every, expected, tmp_path, monkeypatch):
+    """Each entry of ``drawn`` is how many chunks the curve showed when it was drawn."""
+    import svgx.plot
+
+    drawn = []
+    monkeypatch.setattr(runner, "CURVE_EVERY_S", every)
+    monkeypatch.setattr(svgx.plot, "plot_runs", lambda dirs, png: drawn.append(len(rundir.read_metrics(dirs[0]))))
+    runner.run_in_dir(tmp_path / "run", tiny_spec(), progress=lambda line: None)
+    assert drawn == expected
+
+
 def test_envs_json_lists_every_task(capsys):
     import envs
 

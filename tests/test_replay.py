@@ -250,6 +250,22 @@ def test_sequences_of_length_one_are_transitions():
     assert_uniform(counts, 4000)
 
 
+def test_length_one_sequences_are_sample_with_a_length_axis_and_counts_agree():
+    """svg1_er samples length-1 sequences every update: they are `sample`'s draws (which
+    never scan the whole buffer), and the cheap count equals the full one."""
+    buffer = replay.init(6, make_row(0, 3))
+    for step in range(8):
+        buffer = add(buffer, make_row(step, 3, done=[step % 3 == 0, False, True]))
+        for length in (1, 2, 3):
+            assert int(replay.count_sequence_starts(buffer, length)) == int(
+                replay.valid_sequence_starts(buffer, length).sum()
+            ), (step, length)
+    key = jax.random.key(5)
+    got, expected = sample_sequences(buffer, key, 64, 1), sample(buffer, key, 64)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(x, np.asarray(y)[:, None])
+
+
 def test_vmap_over_seeds_matches_each_seed():
     capacity, n_envs, n_seeds, n_rows = 5, 2, 3, 7
     rng = np.random.default_rng(3)
