@@ -264,6 +264,11 @@ def test_length_one_sequences_are_sample_with_a_length_axis_and_counts_agree():
     got, expected = sample_sequences(buffer, key, 64, 1), sample(buffer, key, 64)
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(x, np.asarray(y)[:, None])
+    # The general path's running count over every cell (O(capacity) per update) is gone.
+    jaxpr = str(jax.make_jaxpr(replay.sample_sequences, static_argnums=(2, 3))(buffer, key, 64, 1))
+    assert "cumsum" not in jaxpr and "cumsum" in str(
+        jax.make_jaxpr(replay.sample_sequences, static_argnums=(2, 3))(buffer, key, 64, 2)
+    )
 
 
 def test_vmap_over_seeds_matches_each_seed():
