@@ -148,6 +148,11 @@ def main(args: Args) -> None:
     from experiments.bench_envs import machine
     from svgx.io import atomic_write_text
 
+    if args.evaluations < 2 or args.seeds < 1:
+        raise SystemExit(
+            f"bench_sac: error: evaluations={args.evaluations}, seeds={args.seeds}: the steady-state rate needs "
+            "evaluations >= 2, and seeds must be >= 1"
+        )
     methods = {"svg1_er": svgx_command, "Brax SAC": sac_command}
     speed, efficiency = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
