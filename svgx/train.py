@@ -305,22 +305,17 @@ def make_train(config: Config) -> Train:
         return _count(state, bad), nll
 
     def update_critic(state: TrainState, hp, batch: Transition, key, weights, enabled):
-        period_or_polyak = _target_update(state, hp)
+        """One TD step of this algorithm's critic (``V`` or ``Q``), then its target network."""
+        r = hp.reward_scale * batch.r
         if uses_v:
+            critic = lambda s: (s.value, s.value_target)  # noqa: E731
 
             def loss(value):
                 return critics.value_td_loss(
-                    value, state.value_target, batch.s, batch.t, hp.reward_scale * batch.r,
-                    batch.s_next, hp.gamma, weights,
+                    value, state.value_target, batch.s, batch.t, r, batch.s_next, hp.gamma, weights
                 ), None
-
-            value, opt, l, _, _, bad = safe_step(
-                state.value, state.critic_opt, loss, hp.critic_lr, hp.max_grad_norm, enabled=enabled
-            )
-            state = eqx.tree_at(lambda s: (s.value, s.critic_opt), state, (value, opt))
-            state = eqx.tree_at(lambda s: s.value_target, state, period_or_polyak(state.value_target, state.value))
-            return _count(state, bad), l
-        if uses_q:
+        elif uses_q:
+            critic = lambda s: (s.q, s.q_target)  # noqa: E731
             if config.algo == "dpg":
                 a_next = jax.vmap(state.policy_target.mean_action)(batch.s_next)
             else:
@@ -331,17 +326,17 @@ def make_train(config: Config) -> Train:
 
             def loss(q):
                 return critics.q_td_loss(
-                    q, state.q_target, a_next, batch.s, batch.a, batch.t, hp.reward_scale * batch.r,
-                    batch.s_next, hp.gamma, weights,
+                    q, state.q_target, a_next, batch.s, batch.a, batch.t, r, batch.s_next, hp.gamma, weights
                 ), None
-
-            q, opt, l, _, _, bad = safe_step(
-                state.q, state.critic_opt, loss, hp.critic_lr, hp.max_grad_norm, enabled=enabled
-            )
-            state = eqx.tree_at(lambda s: (s.q, s.critic_opt), state, (q, opt))
-            state = eqx.tree_at(lambda s: s.q_target, state, period_or_polyak(state.q_target, state.q))
-            return _count(state, bad), l
-        return state, jnp.nan
+        else:
+            return state, jnp.nan
+        online, target = critic(state)
+        online, opt, l, _, _, bad = safe_step(
+            online, state.critic_opt, loss, hp.critic_lr, hp.max_grad_norm, enabled=enabled
+        )
+        target = _target_update(state, hp)(target, online)
+        state = eqx.tree_at(lambda s: (*critic(s), s.critic_opt), state, (online, target, opt))
+        return _count(state, bad), l
 
     def _target_update(state, hp):
         if config.target_period:
