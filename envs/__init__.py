@@ -22,7 +22,8 @@ from envs import mjx_patch
 
 mjx_patch.apply()  # finite solver gradients, fast deep chains; see envs/mjx_patch.py
 
-from envs.base import Env, EnvConfig, MjxEnv
-from envs.registry import config_fields, make, names
+# After the patch on purpose: the tasks must see the patched MJX.
+from envs.base import Env, EnvConfig, MjxEnv  # noqa: E402
+from envs.registry import config_fields, make, names  # noqa: E402
 
 __all__ = ["Env", "EnvConfig", "MjxEnv", "config_fields", "make", "names"]

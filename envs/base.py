@@ -1,4 +1,5 @@
-"""The environment interface of svgx (SPEC §2, §6) and its MuJoCo MJX implementation.
+"""The environment interface of svgx (paper §4.1, §6; docs/design.md, "Tasks") and its
+MuJoCo MJX implementation.
 
 Every task is a pure, jittable, vmappable set of functions on a flat state vector
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import pathlib
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import jax
@@ -62,11 +64,15 @@ class Env(abc.ABC):
 
     state_size: int
     action_size: int
-    noise_size: int
     dt: float
     # Rewards that depend on the time index (the hand task's terminal reward)
     # need ``t`` in ``step``; time-invariant tasks ignore it.
     time_dependent: ClassVar[bool] = False
+
+    @property
+    @abc.abstractmethod
+    def noise_size(self) -> int:
+        """``n_xi``, the size of the exogenous noise ``ξ`` of one step (0: none)."""
 
     @property
     def horizon(self) -> int:
@@ -166,7 +172,15 @@ class Env(abc.ABC):
         return f"{type(self).__name__}({self.config})"
 
 
-def smooth_norm(x: Float[Array, "... d"], eps: float = 1e-2) -> Float[Array, "..."]:
+def _index(addresses: list[int]) -> slice | np.ndarray:
+    """``addresses`` as a slice when they are consecutive: reading them is then a plain
+    slice of the state, as hand-written code would do."""
+    if addresses == list(range(addresses[0], addresses[0] + len(addresses))):
+        return slice(addresses[0], addresses[0] + len(addresses))
+    return np.array(addresses, dtype=int)
+
+
+def smooth_norm(x: Float[Array, "... d"], eps: float = 1e-2) -> Float[Array, " ..."]:
     """``sqrt(|x|² + eps²) - eps``: a distance with a finite gradient at 0."""
     return jnp.sqrt(jnp.sum(jnp.square(x), axis=-1) + eps**2) - eps
 
@@ -175,15 +189,19 @@ class MjxEnv(Env):
     """A task simulated by MJX from an MJCF file under ``envs/assets``.
 
     Subclasses name their ``asset``, the number of physics ``n_substeps`` per
-    control step, their ``task_size`` and ``noise_size``, and implement
+    control step and their ``task_size``, and implement ``noise_size``,
     ``reset``, ``reward`` and ``success``; they override ``_applied_force`` (noise
     as joint forces) and ``_task_transition`` (moving targets) where needed.
+
+    Tasks find their joints, sites and bodies in the flat state by name, once, when
+    they are built (as MuJoCo Playground does): :meth:`qpos_address` and
+    :meth:`dof_address` give a joint's index in ``qpos`` and ``qvel``, and
+    ``mj_model.site(name).id`` a site's id for :meth:`site_pos`.
     """
 
     asset: ClassVar[str]
     n_substeps: ClassVar[int] = 1
     task_size: ClassVar[int] = 0
-    noise_size: int = 0
 
     def __init__(self, config: EnvConfig):
         self.config = config
@@ -209,6 +227,20 @@ class MjxEnv(Env):
         return bool(m.npair > 0 or collides.any())
 
     # --- state layout -----------------------------------------------------
+    def qpos_address(self, joints: str | Sequence[str]) -> int | slice | np.ndarray:
+        """Where one-coordinate joints sit in ``qpos`` (MuJoCo's ``jnt_qposadr``): an
+        int for one name; for several, a slice if they are consecutive, else an array."""
+        if isinstance(joints, str):
+            return int(self.mj_model.jnt_qposadr[self.mj_model.joint(joints).id])
+        return _index([self.qpos_address(j) for j in joints])
+
+    def dof_address(self, joints: str | Sequence[str]) -> int | slice | np.ndarray:
+        """Where one-coordinate joints sit in ``qvel`` and in the generalised forces
+        (MuJoCo's ``jnt_dofadr``); an int, slice or array as in :meth:`qpos_address`."""
+        if isinstance(joints, str):
+            return int(self.mj_model.jnt_dofadr[self.mj_model.joint(joints).id])
+        return _index([self.dof_address(j) for j in joints])
+
     def split(self, s: Float[Array, " n_s"]) -> tuple[Array, Array, Array]:
         """``s -> (qpos, qvel, task)``."""
         return s[: self.nq], s[self.nq : self.nq + self.nv], s[self.nq + self.nv :]
@@ -250,9 +282,9 @@ class MjxEnv(Env):
         (qpos, qvel, _), _ = jax.lax.scan(substep, carry, None, length=self.n_substeps)
         return self.join(qpos, qvel, self._task_transition(task, noise))
 
-    def site_pos(self, s: Float[Array, " n_s"], site: str) -> Float[Array, "3"]:
-        """World position of a named site in state ``s`` (forward kinematics)."""
-        site_id = self.mj_model.site(site).id
+    def site_pos(self, s: Float[Array, " n_s"], site_id: int) -> Float[Array, " 3"]:
+        """World position of site ``site_id`` (``mj_model.site(name).id``) in state ``s``
+        (forward kinematics)."""
         qpos, qvel, _ = self.split(s)
         data = mjx.kinematics(self.mjx_model, self._data(qpos, qvel))
         return data.site_xpos[site_id]

@@ -48,7 +48,10 @@ class BraxEnv(BraxEnvBase):
             done=done.astype(state.done.dtype),
             # At the episode's last step only, so that Brax's evaluator (which sums
             # metrics over an episode) reports the success rate.
-            metrics={**state.metrics, "success": (info["success"] & done).astype(state.reward.dtype)},
+            metrics={
+                **state.metrics,
+                "success": (info["success"] & done).astype(state.reward.dtype),
+            },
             info={**state.info, "rng": key_next, "t": jnp.where(done, 0, t + 1)},
         )
 

@@ -23,7 +23,8 @@ line search: if the solver's gradient is already below ``opt.tolerance``
 (scaled as MuJoCo scales it), keep the acceleration, which is what MuJoCo C does.
 The skipped line search runs on a well-conditioned stand-in direction and its
 result is discarded with ``jnp.where`` (the "double where"), so no ``inf``
-appears in either pass. ``tests/test_gradients.py`` pins the failing state.
+appears in either pass. ``tests/test_gradients.py`` pins the cause with a
+rounding-size search direction built so that the reverse pass overflows on any CPU.
 
 2. Run time exponential in the depth of the kinematic tree
 ---------------------------------------------------------
@@ -68,9 +69,7 @@ def converged_safe_linesearch(m, d, ctx):
     """``solver._linesearch`` that leaves an already-converged solution alone."""
     done = _converged(m, d, ctx)
     stand_in = jnp.ones_like(ctx.search)
-    searched = _original_linesearch(
-        m, d, ctx.replace(search=jnp.where(done, stand_in, ctx.search))
-    )
+    searched = _original_linesearch(m, d, ctx.replace(search=jnp.where(done, stand_in, ctx.search)))
     return jax.tree_util.tree_map(lambda kept, new: jnp.where(done, kept, new), ctx, searched)
 
 

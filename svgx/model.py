@@ -1,4 +1,4 @@
-"""The learned dynamics model (SPEC §2, §4): ``s' = s + μ_ψ(s, a) + σ_ψ(s, a) ⊙ ξ``.
+"""The learned dynamics model (paper §5): ``s' = s + μ_ψ(s, a) + σ_ψ(s, a) ⊙ ξ``.
 
 One sub-network per state dimension (paper §6: each a 2-hidden-layer tanh MLP
 with ``H`` units), stored as one stack of networks with a leading axis of size
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from svgx.nets import MLP
+from svgx.nets import MLP, soft_clamp
 
 LOG_STD_MIN, LOG_STD_MAX = -8.0, 1.0  # in normalised units of each Δs dimension
 
@@ -66,8 +66,7 @@ class DynamicsModel(eqx.Module):
         """``(μ, σ)`` of ``Δs`` at ``(s, a)``, in the units of the state."""
         x = self.inputs.normalise(jnp.concatenate([self.observe(s), a]))
         out = eqx.filter_vmap(lambda net: net(x))(self.nets)  # [n_s, 2]
-        mean, log_std = out[:, 0], out[:, 1]
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (1 + jnp.tanh(log_std))
+        mean, log_std = out[:, 0], soft_clamp(out[:, 1], LOG_STD_MIN, LOG_STD_MAX)
         scale = jax.lax.stop_gradient(self.deltas.std)
         return jax.lax.stop_gradient(self.deltas.mean) + scale * mean, scale * jnp.exp(log_std)
 
@@ -94,7 +93,10 @@ class DynamicsModel(eqx.Module):
         return jnp.sum(0.5 * z**2 + jnp.log(std) + 0.5 * jnp.log(2 * jnp.pi))
 
     def with_statistics(
-        self, s: Float[Array, "batch n_s"], a: Float[Array, "batch n_a"], s_next: Float[Array, "batch n_s"]
+        self,
+        s: Float[Array, "batch n_s"],
+        a: Float[Array, "batch n_a"],
+        s_next: Float[Array, "batch n_s"],
     ) -> DynamicsModel:
         """The model with its normalisers fitted to a batch of transitions."""
         x = jnp.concatenate([jax.vmap(self.observe)(s), a], axis=-1)
@@ -117,7 +119,9 @@ def dynamics_model(
         raise ValueError(f"hidden={hidden!r}: the model's layer width must be >= 1")
     in_size = observation_size + action_size
     keys = jax.random.split(key, state_size)
-    nets = eqx.filter_vmap(lambda k: MLP(in_size, 2, (hidden, hidden), key=k, final_scale=0.1))(keys)
+    nets = eqx.filter_vmap(lambda k: MLP(in_size, 2, (hidden, hidden), key=k, final_scale=0.1))(
+        keys
+    )
     return DynamicsModel(
         nets, Normaliser.identity(in_size), Normaliser.identity(state_size), observe
     )

@@ -1,4 +1,5 @@
-"""The networks of svgx: tanh MLPs with any hidden widths (paper §6)."""
+"""The networks of svgx: tanh MLPs with any hidden widths (paper §6), and the soft
+clamp that bounds the log-standard-deviations the policy and the model output."""
 
 from __future__ import annotations
 
@@ -32,10 +33,14 @@ class MLP(eqx.Module):
             raise ValueError(f"hidden={hidden!r}: needs one or more positive layer widths")
         sizes = (in_size, *hidden, out_size)
         keys = jax.random.split(key, len(sizes) - 1)
-        layers = [eqx.nn.Linear(i, o, key=k) for i, o, k in zip(sizes[:-1], sizes[1:], keys)]
+        layers = [
+            eqx.nn.Linear(i, o, key=k) for i, o, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
+        ]
         last = layers[-1]
         layers[-1] = eqx.tree_at(
-            lambda l: (l.weight, l.bias), last, (final_scale * last.weight, jnp.zeros_like(last.bias))
+            lambda layer: (layer.weight, layer.bias),
+            last,
+            (final_scale * last.weight, jnp.zeros_like(last.bias)),
         )
         self.layers = tuple(layers)
 
@@ -43,3 +48,19 @@ class MLP(eqx.Module):
         for layer in self.layers[:-1]:
             x = jnp.tanh(layer(x))
         return self.layers[-1](x)
+
+
+def soft_clamp(x: Float[Array, "*n"], low: float, high: float) -> Float[Array, "*n"]:
+    """``low + (high − low) (1 + tanh x) / 2``: maps ℝ smoothly onto ``(low, high)``.
+
+    Used on log-σ, so that σ stays away from 0 and ∞ while its gradient stays alive
+    (a hard clip would stop it at the bounds).
+    """
+    return low + 0.5 * (high - low) * (1 + jnp.tanh(x))
+
+
+def inverse_soft_clamp(y: Float[Array, "*n"], low: float, high: float) -> Float[Array, "*n"]:
+    """The ``x`` with ``soft_clamp(x, low, high) = y``, ``y`` first clipped to the middle
+    99.9% of ``(low, high)`` so that ``x`` is finite."""
+    z = 2 * (y - low) / (high - low) - 1
+    return jnp.arctanh(jnp.clip(z, -0.999, 0.999))

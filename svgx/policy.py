@@ -1,4 +1,4 @@
-"""Re-parameterised Gaussian policies (SPEC §2).
+"""Re-parameterised Gaussian policies (paper §4.1).
 
 ``u = μ_θ(φ(s)) + σ_θ(φ(s)) ⊙ η``, ``η ~ N(0, I)``, then ``a = scale · tanh(u)``
 (or ``a = u`` with the squash off). The policy can sample ``(a, η)``, rebuild ``a``
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from svgx.nets import MLP
+from svgx.nets import MLP, inverse_soft_clamp, soft_clamp
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 # Pre-squash values are recovered with atanh(a / scale); keep |a / scale| < 1.
@@ -37,7 +37,7 @@ class Linear(eqx.Module):
 
 
 class GaussianPolicy(eqx.Module):
-    """A diagonal Gaussian in pre-squash space (SPEC §2).
+    """A diagonal Gaussian in pre-squash space: ``a = π(s, η; θ)`` (paper §4.1).
 
     Attributes:
       net: features -> mean (``n_a``), or mean and log-std (``2 n_a``) when the
@@ -67,9 +67,7 @@ class GaussianPolicy(eqx.Module):
         else:
             mean = out
             log_std = self.log_std if self.learn_std else jax.lax.stop_gradient(self.log_std)
-        # A soft clamp keeps σ away from 0 and ∞ and its gradient alive.
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (1 + jnp.tanh(log_std))
-        return mean, jnp.exp(log_std)
+        return mean, jnp.exp(soft_clamp(log_std, LOG_STD_MIN, LOG_STD_MAX))
 
     def squash(self, u: Array) -> Array:
         """``a = scale · tanh(u)`` (the identity with the squash off)."""
@@ -135,11 +133,13 @@ def mlp_policy(
 
     The last layer starts small, so the initial mean action is near 0.
     """
-    if isinstance(init_std, int | float) and not init_std > 0:  # (a traced value is checked by its owner)
+    if (
+        isinstance(init_std, int | float) and not init_std > 0
+    ):  # (a traced value is checked by its owner)
         raise ValueError(f"init_std={init_std!r}: must be > 0")
     out = 2 * action_size if state_dependent_std else action_size
     net = MLP(observation_size, out, hidden, key=key, final_scale=0.01)
-    log_std0 = _inverse_soft_clamp(jnp.log(init_std))
+    log_std0 = inverse_soft_clamp(jnp.log(init_std), LOG_STD_MIN, LOG_STD_MAX)
     if state_dependent_std:
         bias = net.layers[-1].bias.at[action_size:].set(log_std0)
         net = eqx.tree_at(lambda n: n.layers[-1].bias, net, bias)
@@ -167,7 +167,8 @@ def linear_policy(
     """
     K = jnp.zeros((action_size, state_size)) if K is None else jnp.asarray(K)
     k = jnp.zeros(action_size) if k is None else jnp.asarray(k)
-    log_std = jnp.full(action_size, _inverse_soft_clamp(jnp.log(init_std)), K.dtype)
+    log_std0 = inverse_soft_clamp(jnp.log(init_std), LOG_STD_MIN, LOG_STD_MAX)
+    log_std = jnp.full(action_size, log_std0, K.dtype)
     return GaussianPolicy(Linear(K, k), log_std, _identity, None, learn_std)
 
 
@@ -181,10 +182,3 @@ def linear_gaussian_params(policy: GaussianPolicy) -> tuple[Array, Array, Array]
 
 def _identity(x):
     return x
-
-
-def _inverse_soft_clamp(log_std):
-    """The pre-clamp value that :meth:`GaussianPolicy.distribution` maps to ``log_std``."""
-    y = 2 * (log_std - LOG_STD_MIN) / (LOG_STD_MAX - LOG_STD_MIN) - 1
-    return jnp.arctanh(jnp.clip(y, -0.999, 0.999))
-

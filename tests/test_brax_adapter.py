@@ -28,7 +28,13 @@ SLOW = pytest.mark.slow  # compiling these two costs 35-50 s each
 
 
 @pytest.mark.parametrize(
-    "name", ["hand", pytest.param("reacher_moving", marks=SLOW), pytest.param("monoped", marks=SLOW), "lqg"]
+    "name",
+    [
+        "hand",
+        pytest.param("reacher_moving", marks=SLOW),
+        pytest.param("monoped", marks=SLOW),
+        "lqg",
+    ],
 )
 def test_adapter_matches_native_step_for_step(name):
     env = envs.make(name, horizon=6)

@@ -9,16 +9,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from families import by_family
 
 import envs
-from families import by_family
 
 NAMES = envs.names()
 # The paper's tasks (§6), in its order; the registry lists them first.
 PAPER_TASKS = [
-    "hand", "cartpole", "swimmer3", "swimmer5", "swimmer7", "reacher4",
-    "reacher_moving", "gripper", "monoped", "cheetah", "cheetah_springs", "walker",
-]  # fmt: skip
+    "hand",
+    "cartpole",
+    "swimmer3",
+    "swimmer5",
+    "swimmer7",
+    "reacher4",
+    "reacher_moving",
+    "gripper",
+    "monoped",
+    "cheetah",
+    "cheetah_springs",
+    "walker",
+]
 # Probes that are not the paper's (no MuJoCo): registered after the paper's tasks.
 PROBES = ["lqg"]
 
@@ -132,7 +142,8 @@ def test_hand_reward_is_terminal_only():
 
 def test_hand_targets_are_both_drawn():
     env = make("hand")
-    targets = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 64))[:, -4:]
+    s = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 64))
+    targets = jax.vmap(lambda s: env.split(s)[2])(s)
     assert len(np.unique(np.asarray(targets), axis=0)) == 2
 
 
@@ -142,7 +153,7 @@ def test_monoped_torque_noise_is_five_percent_of_max_torque():
     s = env.reset(jax.random.key(0))
     keys = jax.random.split(jax.random.key(1), 4000)
     noise = jax.vmap(env.sample_noise)(keys)
-    torque = jax.vmap(env._applied_force, (None, 0))(s, noise)[:, 3:]
+    torque = jax.vmap(env._applied_force, (None, 0))(s, noise)[:, env._actuated_dofs]
     max_torque = env.mj_model.actuator_gear[:, 0]
     std = np.asarray(torque.std(axis=0)) / max_torque
     # 4000 samples: the sample std is within 5% of the truth with overwhelming probability.
@@ -153,7 +164,7 @@ def test_monoped_torque_noise_is_five_percent_of_max_torque():
 def test_moving_target_stays_in_the_box_and_moves():
     env = make("reacher_moving", noise_scale=0.3, horizon=1000)
     s, *_ = random_rollout(env, jax.random.key(3), steps=1000, batch=8)
-    target = s[..., env.nq + env.nv :][..., :2]
+    target = jax.vmap(jax.vmap(env.target))(s)
     from envs.tasks.reacher import WALL
 
     assert (jnp.abs(target) <= WALL + 1e-6).all()
@@ -161,6 +172,28 @@ def test_moving_target_stays_in_the_box_and_moves():
     assert (travelled > 0.5).all()
     # Reflections happened: some target reached within 2 cm of a wall.
     assert (jnp.abs(target) > WALL - 0.02).any()
+
+
+def test_noise_size_is_part_of_the_interface():
+    """Every task defines ``noise_size``; a task that does not cannot be built."""
+
+    class NoNoiseSize(envs.MjxEnv):
+        name, asset = "no_noise_size", "cartpole.xml"
+        reset = reward = success = None
+
+    with pytest.raises(TypeError, match="noise_size"):
+        NoNoiseSize(envs.EnvConfig())
+    for name in NAMES:
+        assert isinstance(make(name).noise_size, int)
+
+
+def test_joints_are_found_by_name():
+    env = make("cartpole")  # qpos = (slider, hinge)
+    assert (env.qpos_address("hinge"), env.dof_address("slider")) == (1, 0)
+    assert env.qpos_address(["slider", "hinge"]) == slice(0, 2)  # consecutive: a slice
+    np.testing.assert_array_equal(env.qpos_address(["hinge", "slider"]), [1, 0])
+    with pytest.raises(KeyError):
+        env.qpos_address("no_such_joint")
 
 
 def test_unknown_name_lists_valid_names():

@@ -7,6 +7,9 @@ import jax.numpy as jnp
 
 from envs.base import EnvConfig, MjxEnv
 
+RESET_STD = 0.01  # std of the perturbation of the initial state
+CENTRED = 1.0  # m: a success ends with the cart this close to the middle of the rail
+
 
 @dataclasses.dataclass(frozen=True)
 class CartpoleConfig(EnvConfig):
@@ -29,22 +32,38 @@ class Cartpole(MjxEnv):
     name = "cartpole"
     asset = "cartpole.xml"
     n_substeps = 2
-    noise_size = 1
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._cart_qpos = self.qpos_address("slider")
+        self._pole_qpos = self.qpos_address("hinge")
+        self._cart_dof = self.dof_address("slider")
+
+    @property
+    def noise_size(self):
+        return 1  # a force on the cart
 
     def reset(self, key):
         # Hanging down (θ = π) with a small perturbation.
-        noise = 0.01 * jax.random.normal(key, (4,))
-        return noise + jnp.array([0.0, jnp.pi, 0.0, 0.0])
+        hanging = jnp.zeros(self.nq).at[self._pole_qpos].set(jnp.pi)
+        noise = RESET_STD * jax.random.normal(key, (self.state_size,))
+        return noise + self.join(hanging, jnp.zeros(self.nv))
 
     def _applied_force(self, s, noise):
-        return jnp.array([self.config.noise_scale * noise[0], 0.0], s.dtype)
+        force = self.config.noise_scale * noise[0]
+        return jnp.zeros(self.nv, s.dtype).at[self._cart_dof].set(force)
+
+    def _cart_and_pole(self, s):
+        qpos, _, _ = self.split(s)
+        return qpos[self._cart_qpos], qpos[self._pole_qpos]
 
     def reward(self, s, a, t):
         del t
-        x, theta = s[0], s[1]
+        x, theta = self._cart_and_pole(s)
         upright = (1.0 + jnp.cos(theta)) / 2.0
         centred = jnp.exp(-0.5 * x**2)
         return upright * centred - self.config.control_cost * jnp.sum(a**2)
 
     def success(self, s):
-        return (jnp.cos(s[1]) > jnp.cos(self.config.success_angle)) & (jnp.abs(s[0]) < 1.0)
+        x, theta = self._cart_and_pole(s)
+        return (jnp.cos(theta) > jnp.cos(self.config.success_angle)) & (jnp.abs(x) < CENTRED)

@@ -1,4 +1,4 @@
-"""The paper's hand task (§6): a velocity-controlled hand on a spring, a ball on its end.
+"""The paper's hand task (§6.1): a velocity-controlled hand on a spring, a ball on its end.
 
 The hand moves in a vertical plane; a spring couples it to a ball that hangs under
 gravity and is pushed by a Gaussian random force every step. At the last step of the
@@ -16,19 +16,29 @@ import jax.numpy as jnp
 
 from envs.base import EnvConfig, MjxEnv
 
-# Two target configurations (hand x, hand z, ball x, ball z): the hand to the left
-# or to the right, with the ball hanging at rest below it (spring rest length
-# 0.3 m plus its static stretch under gravity, 0.25 * 9.81 / 25 ≈ 0.1 m).
+HAND = ("hand_x", "hand_z")
+BALL = ("ball_x", "ball_z")
+# The ball's z joint coordinate sits this far below the hand's at the start and in
+# the targets. Meant as the spring's rest length 0.3 m plus its static stretch
+# under gravity, 0.25 * 9.81 / 25 ≈ 0.1 m; but joint coordinates count from the
+# bodies' reference positions, and hand.xml puts the ball's 0.4 m below the hand,
+# so in the world the ball starts (and must end) 0.8 m below the hand.
+HANG = 0.4
+# Two target configurations in the layout of the state's task part (hand x, hand z,
+# ball x, ball z, joint coordinates): the hand to the left or to the right, the
+# ball HANG below it.
 TARGETS = jnp.array([[-0.4, 0.2, -0.4, -0.2], [0.4, 0.2, 0.4, -0.2]])
+TARGET_HAND, TARGET_BALL = slice(0, 2), slice(2, 4)
 
 
 @dataclasses.dataclass(frozen=True)
 class HandConfig(EnvConfig):
     """Attributes:
-    horizon: 1000 control steps of 0.01 s (paper §6).
+    horizon: 1000 control steps of 0.01 s (paper §6.1).
     noise_scale: std of the random force on the ball, in N.
     terminal_weight: scale of the terminal reward.
-    success_distance: the episode succeeds if hand and ball both end within this distance (m) of their targets.
+    success_distance: the episode succeeds if hand and ball both end within this distance (m)
+        of their targets.
     """
 
     horizon: int = 1000
@@ -42,24 +52,34 @@ class Hand(MjxEnv):
     asset = "hand.xml"
     n_substeps = 1
     task_size = 4
-    noise_size = 2
     time_dependent = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._hand_qpos = self.qpos_address(HAND)
+        self._ball_qpos = self.qpos_address(BALL)
+        self._hand_and_ball_qpos = self.qpos_address(HAND + BALL)  # as in TARGETS
+        self._ball_dofs = self.dof_address(BALL)
+
+    @property
+    def noise_size(self):
+        return len(BALL)  # a force on the ball along x and z
 
     def reset(self, key):
         key_target, key_hand = jax.random.split(key)
         target = TARGETS[jax.random.bernoulli(key_target).astype(jnp.int32)]
         hand = 0.05 * jax.random.normal(key_hand, (2,))
-        # The ball starts hanging at rest below the hand, as in TARGETS.
-        qpos = jnp.array([hand[0], hand[1], hand[0], hand[1] - 0.4])
-        return self.join(qpos, jnp.zeros(4), target)
+        ball = hand - jnp.array([0.0, HANG])  # straight below the hand, as in TARGETS
+        qpos = jnp.zeros(self.nq).at[self._hand_qpos].set(hand).at[self._ball_qpos].set(ball)
+        return self.join(qpos, jnp.zeros(self.nv), target)
 
     def _applied_force(self, s, noise):
-        zero = jnp.zeros(2, s.dtype)
-        return jnp.concatenate([zero, self.config.noise_scale * noise.astype(s.dtype)])
+        force = self.config.noise_scale * noise.astype(s.dtype)
+        return jnp.zeros(self.nv, s.dtype).at[self._ball_dofs].set(force)
 
     def _terminal_error(self, s):
         qpos, _, target = self.split(s)
-        return jnp.sum((qpos - target) ** 2)
+        return jnp.sum((qpos[self._hand_and_ball_qpos] - target) ** 2)
 
     def reward(self, s, a, t):
         del a
@@ -68,8 +88,8 @@ class Hand(MjxEnv):
 
     def success(self, s):
         qpos, _, target = self.split(s)
-        hand_error = jnp.linalg.norm(qpos[:2] - target[:2])
-        ball_error = jnp.linalg.norm(qpos[2:] - target[2:])
+        hand_error = jnp.linalg.norm(qpos[self._hand_qpos] - target[TARGET_HAND])
+        ball_error = jnp.linalg.norm(qpos[self._ball_qpos] - target[TARGET_BALL])
         return (hand_error < self.config.success_distance) & (
             ball_error < self.config.success_distance
         )

@@ -1,8 +1,9 @@
 """Planar bodies with ground contact: ``monoped``, ``cheetah``, ``cheetah_springs``, ``walker``.
 
-All share the root layout of dm_control's planar bodies: ``qpos = (x, z, pitch,
-joints...)`` with ``x = z = 0`` at the model's initial pose. Their torque noise
-(``noise_scale``) is a fraction of each actuator's maximum torque.
+All share the root of dm_control's planar bodies: slide joints ``root_x``,
+``root_z`` and a hinge ``root_pitch``, with ``x = z = 0`` at the model's initial
+pose; the other joints are the limbs'. Their torque noise (``noise_scale``) is a
+fraction of each actuator's maximum torque.
 """
 
 import dataclasses
@@ -11,6 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from envs.base import EnvConfig, MjxEnv
+
+ROOT = ("root_x", "root_z", "root_pitch")
+UPRIGHT = 0.8  # cos of the largest pitch (about 37°) at which the monoped counts as upright
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,24 +59,44 @@ class _Planar(MjxEnv):
         self._actuated_dofs = jnp.asarray(
             self.mj_model.jnt_dofadr[self.mj_model.actuator_trnid[:, 0]]
         )
+        self._x_qpos = self.qpos_address("root_x")
+        self._z_qpos = self.qpos_address("root_z")
+        self._pitch_qpos = self.qpos_address("root_pitch")
+        self._x_dof = self.dof_address("root_x")
+        joints = [self.mj_model.joint(i).name for i in range(self.mj_model.njnt)]
+        self._limbs = [name for name in joints if name not in ROOT]  # hinges
+        self._limb_qpos = self.qpos_address(self._limbs)
+        self._limb_dofs = self.dof_address(self._limbs)
 
     @property
     def noise_size(self):
-        return self.action_size
+        return self.action_size  # a torque on every actuated joint
 
     def _applied_force(self, s, noise):
         torque = self.config.noise_scale * self._max_torque * noise
         return jnp.zeros(self.nv, s.dtype).at[self._actuated_dofs].set(torque.astype(s.dtype))
 
     def _reset_joints(self, key, scale=0.1):
+        """The initial pose with the limbs' angles and velocities perturbed."""
         key_q, key_v = jax.random.split(key)
-        qpos = jnp.zeros(self.nq).at[3:].set(scale * jax.random.normal(key_q, (self.nq - 3,)))
-        qvel = jnp.zeros(self.nv).at[3:].set(scale * jax.random.normal(key_v, (self.nv - 3,)))
+        q_limbs = scale * jax.random.normal(key_q, (len(self._limbs),))
+        v_limbs = scale * jax.random.normal(key_v, (len(self._limbs),))
+        qpos = jnp.zeros(self.nq).at[self._limb_qpos].set(q_limbs)
+        qvel = jnp.zeros(self.nv).at[self._limb_dofs].set(v_limbs)
         return qpos, qvel
+
+    def _forward_position(self, s):
+        return self.split(s)[0][self._x_qpos]
+
+    def _pitch(self, s):
+        return self.split(s)[0][self._pitch_qpos]
+
+    def _forward_speed(self, s):
+        return self.split(s)[1][self._x_dof]
 
     def mean_speed(self, s):
         """Mean forward speed over an episode that ends in ``s`` (it starts at x = 0)."""
-        return s[0] / (self.horizon * self.dt)
+        return self._forward_position(s) / (self.horizon * self.dt)
 
     def success(self, s):
         return self.mean_speed(s) >= self.config.target_speed
@@ -84,22 +108,28 @@ class Monoped(_Planar):
     name = "monoped"
     asset = "monoped.xml"
 
+    def __init__(self, config):
+        super().__init__(config)
+        self._torso_site = self.mj_model.site("torso").id
+
     def reset(self, key):
         key_joints, key_drop = jax.random.split(key)
         qpos, qvel = self._reset_joints(key_joints)
-        qpos = qpos.at[1].set(jax.random.uniform(key_drop, maxval=self.config.drop_height))
+        drop = jax.random.uniform(key_drop, maxval=self.config.drop_height)
+        qpos = qpos.at[self._z_qpos].set(drop)
         return self.join(qpos, qvel)
 
     def torso_height(self, s):
-        return self.site_pos(s, "torso")[2]
+        return self.site_pos(s, self._torso_site)[2]
 
     def reward(self, s, a, t):
         del t
-        upright = jnp.cos(s[2])
+        upright = jnp.cos(self._pitch(s))
         return self.torso_height(s) + 0.5 * upright - self.config.control_cost * jnp.sum(a**2)
 
     def success(self, s):
-        return (self.torso_height(s) >= self.config.success_height) & (jnp.cos(s[2]) > 0.8)
+        upright = jnp.cos(self._pitch(s)) > UPRIGHT
+        return (self.torso_height(s) >= self.config.success_height) & upright
 
 
 class Cheetah(_Planar):
@@ -114,8 +144,7 @@ class Cheetah(_Planar):
 
     def reward(self, s, a, t):
         del t
-        forward_speed = s[self.nq]
-        return forward_speed - self.config.control_cost * jnp.sum(a**2)
+        return self._forward_speed(s) - self.config.control_cost * jnp.sum(a**2)
 
 
 class CheetahSprings(Cheetah):
@@ -143,18 +172,22 @@ class Walker(_Planar):
     name = "walker"
     asset = "walker.xml"
 
+    def __init__(self, config):
+        super().__init__(config)
+        # The torso's height at the initial pose (its body's position in walker.xml).
+        self._torso_height_0 = float(self.mj_model.body("torso").pos[2])
+
     def reset(self, key):
         return self.join(*self._reset_joints(key))
 
     def torso_height(self, s):
-        return 1.3 + s[1]
+        return self._torso_height_0 + self.split(s)[0][self._z_qpos]
 
     def reward(self, s, a, t):
         del t
         standing = jax.nn.sigmoid(10.0 * (self.torso_height(s) - self.config.stand_height))
-        upright = (1.0 + jnp.cos(s[2])) / 2.0
-        forward_speed = s[self.nq]
-        move = jnp.tanh(forward_speed / self.config.target_speed)
+        upright = (1.0 + jnp.cos(self._pitch(s))) / 2.0
+        move = jnp.tanh(self._forward_speed(s) / self.config.target_speed)
         return standing * upright * (1.0 + move) - self.config.control_cost * jnp.sum(a**2)
 
     def success(self, s):

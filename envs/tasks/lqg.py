@@ -135,7 +135,6 @@ class Lqg(Env):
         n_s, n_a = config.state_size, config.action_size
         self.state_size = n_s
         self.action_size = n_a
-        self.noise_size = n_s
         self.dt = 1.0
         rng = np.random.default_rng(config.seed)
         A = rng.standard_normal((n_s, n_s))
@@ -147,6 +146,10 @@ class Lqg(Env):
         self._R = config.control_cost * np.eye(n_a)
         self.A, self.B = jnp.asarray(A), jnp.asarray(B)
         self.Q, self.R = jnp.asarray(self._Q), jnp.asarray(self._R)
+
+    @property
+    def noise_size(self):
+        return self.state_size  # additive noise on every state component
 
     @property
     def action_low(self):
@@ -204,9 +207,8 @@ class Lqg(Env):
             m, P, discount = carry
             mean_a = K @ m + k
             cost = (
-                jnp.trace(P) + m @ m
-                + c * (mean_a @ mean_a + jnp.trace(K @ P @ K.T) + var_a.sum())
-            )  # fmt: skip
+                jnp.trace(P) + m @ m + c * (mean_a @ mean_a + jnp.trace(K @ P @ K.T) + var_a.sum())
+            )
             next_carry = (F @ m + B @ k, F @ P @ F.T + W, discount * gamma)
             return next_carry, -discount * cost
 

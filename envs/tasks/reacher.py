@@ -16,6 +16,9 @@ from envs.base import EnvConfig, MjxEnv, smooth_norm
 
 CORNER = 0.3  # targets sit at (±CORNER, ±CORNER)
 WALL = 0.4  # the moving target stays within |x|, |y| <= WALL
+# The layout of the state's task part: the target's position (x, y), then, for
+# reacher_moving, its velocity.
+TARGET_POSITION, TARGET_VELOCITY = slice(0, 2), slice(2, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,17 +41,23 @@ class ReacherConfig(EnvConfig):
 
 
 class _Reacher(MjxEnv):
+    """The arm: every joint is a hinge with a motor (``qpos`` is the 3 joint angles)."""
+
     asset = "reacher.xml"
     n_substeps = 2
 
+    def __init__(self, config):
+        super().__init__(config)
+        self._fingertip_site = self.mj_model.site("fingertip").id
+
     def _reset_arm(self, key):
-        return jax.random.uniform(key, (3,), minval=-jnp.pi, maxval=jnp.pi)
+        return jax.random.uniform(key, (self.nq,), minval=-jnp.pi, maxval=jnp.pi)
 
     def fingertip(self, s):
-        return self.site_pos(s, "fingertip")[:2]
+        return self.site_pos(s, self._fingertip_site)[:2]
 
     def target(self, s):
-        return self.split(s)[2][:2]
+        return self.split(s)[2][TARGET_POSITION]
 
     def reward(self, s, a, t):
         del t
@@ -65,24 +74,28 @@ class Reacher4(_Reacher):
 
     @property
     def noise_size(self):
-        return 3 if self.config.noise_scale > 0 else 0
+        # A torque on every joint, or none when switched off.
+        return self.nv if self.config.noise_scale > 0 else 0
 
     def reset(self, key):
         key_arm, key_corner = jax.random.split(key)
         corners = CORNER * jnp.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=float)
         target = corners[jax.random.randint(key_corner, (), 0, 4)]
-        return self.join(self._reset_arm(key_arm), jnp.zeros(3), target)
+        return self.join(self._reset_arm(key_arm), jnp.zeros(self.nv), target)
 
     def _applied_force(self, s, noise):
         if self.noise_size == 0:
-            return jnp.zeros(3, s.dtype)
+            return jnp.zeros(self.nv, s.dtype)
         return self.config.noise_scale * noise.astype(s.dtype)
 
 
 class ReacherMoving(_Reacher):
     name = "reacher_moving"
     task_size = 4
-    noise_size = 1
+
+    @property
+    def noise_size(self):
+        return 1  # the turn of the target's heading
 
     def reset(self, key):
         key_arm, key_pos, key_speed, key_heading = jax.random.split(key, 4)
@@ -93,10 +106,10 @@ class ReacherMoving(_Reacher):
         heading = jax.random.uniform(key_heading, minval=-jnp.pi, maxval=jnp.pi)
         velocity = speed * jnp.array([jnp.cos(heading), jnp.sin(heading)])
         task = jnp.concatenate([position, velocity])
-        return self.join(self._reset_arm(key_arm), jnp.zeros(3), task)
+        return self.join(self._reset_arm(key_arm), jnp.zeros(self.nv), task)
 
     def _task_transition(self, task, noise):
-        position, velocity = task[:2], task[2:]
+        position, velocity = task[TARGET_POSITION], task[TARGET_VELOCITY]
         # Turn the heading by a random angle, then move and reflect off the walls.
         turn = self.config.noise_scale * noise[0]
         cos, sin = jnp.cos(turn), jnp.sin(turn)

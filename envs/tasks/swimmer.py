@@ -13,13 +13,16 @@ import jax.numpy as jnp
 
 from envs.base import EnvConfig, MjxEnv, smooth_norm
 
+HEAD = ("root_x", "root_y")  # the head's position in the plane; the goal is at (0, 0)
+
 
 @dataclasses.dataclass(frozen=True)
 class SwimmerConfig(EnvConfig):
     """Attributes:
     horizon: 500 control steps of 0.02 s (10 s).
     noise_scale: std of random joint torques, in N·m (0 by default).
-    start_radius: the head starts uniformly within this distance (m) of the goal, at least half as far.
+    start_radius: the head starts uniformly within this distance (m) of the goal, at least
+        half as far.
     control_cost: weight of ``|a|²`` in the reward.
     success_distance: the episode succeeds if the head ends within this distance (m) of the goal.
     """
@@ -37,9 +40,17 @@ class Swimmer(MjxEnv):
     links: int
     n_substeps = 2
 
+    def __init__(self, config):
+        super().__init__(config)
+        joints = [f"joint{i}" for i in range(1, self.links)]  # between the links
+        self._head_qpos = self.qpos_address(HEAD)
+        self._heading_qpos = self.qpos_address("root_yaw")
+        self._joint_qpos = self.qpos_address(joints)
+        self._joint_dofs = self.dof_address(joints)
+
     @property
     def noise_size(self):
-        return self.links - 1
+        return self.links - 1  # a torque on every joint
 
     def reset(self, key):
         key_radius, key_angle, key_heading, key_joints = jax.random.split(key, 4)
@@ -48,23 +59,28 @@ class Swimmer(MjxEnv):
         heading = jax.random.uniform(key_heading, minval=-jnp.pi, maxval=jnp.pi)
         joints = jax.random.uniform(key_joints, (self.links - 1,), minval=-0.5, maxval=0.5)
         head = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        qpos = jnp.concatenate([head, heading[None], joints])
+        qpos = jnp.zeros(self.nq).at[self._head_qpos].set(head).at[self._heading_qpos].set(heading)
+        qpos = qpos.at[self._joint_qpos].set(joints)
         return self.join(qpos, jnp.zeros(self.nv))
 
     def _applied_force(self, s, noise):
         # Torque noise on the joints, none on the free root.
-        root = jnp.zeros(3, s.dtype)
-        return jnp.concatenate([root, self.config.noise_scale * noise.astype(s.dtype)])
+        torque = self.config.noise_scale * noise.astype(s.dtype)
+        return jnp.zeros(self.nv, s.dtype).at[self._joint_dofs].set(torque)
+
+    def head(self, s):
+        """The head's position; the goal is at the origin."""
+        return self.split(s)[0][self._head_qpos]
 
     def head_distance(self, s):
-        return smooth_norm(s[:2])
+        return smooth_norm(self.head(s))
 
     def reward(self, s, a, t):
         del t
         return -self.head_distance(s) - self.config.control_cost * jnp.sum(a**2)
 
     def success(self, s):
-        return jnp.linalg.norm(s[:2]) < self.config.success_distance
+        return jnp.linalg.norm(self.head(s)) < self.config.success_distance
 
 
 class Swimmer3(Swimmer):
