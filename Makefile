@@ -25,9 +25,12 @@ demo: $(STAMP)
 	  --batch-size 64 --critic-hidden 64 64 --policy-lr 1e-3 --gamma 1 --init-std 0.3 --tau 0.05 \
 	  --reward-scale 0.05
 
-# Two worker processes: the suite is bound by single-threaded XLA compilation
-# and tracing, so one process leaves a core idle.
+# Lint and format check (ruff), then the tests in two worker processes: the suite
+# is bound by single-threaded XLA compilation and tracing, so one process leaves
+# a core idle.
 test: $(STAMP)
+	$(VENV)/bin/ruff check svgx envs tests experiments
+	$(VENV)/bin/ruff format --check svgx envs tests experiments
 	$(VENV)/bin/python -m pytest -q -n 2 --dist worksteal
 
 # Every task with a random policy and a short speed table (the first demo).

@@ -171,7 +171,9 @@ def main(args: Args) -> None:
         rows.append(row)
         extra = ""
         if args.quick:
-            extra = f"   random-policy return {big['returns'].mean():+.2f} ± {big['returns'].std():.2f}"
+            extra = (
+                f"   random-policy return {big['returns'].mean():+.2f} ± {big['returns'].std():.2f}"
+            )
         print(f"{name:16s} " + " ".join(f"{c:>16s}" for c in row[2:]) + extra, flush=True)
         if not args.quick:  # rewrite after every task, so a stopped run keeps what it measured
             write_table(args, cache, header, rows, batches, steps)

@@ -39,7 +39,9 @@ class Args:
 
     env: str = "lqg"
     """task (svgx envs)."""
-    env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=lambda: {"horizon": 20})
+    env_options: dict[str, int | float | bool | str] = dataclasses.field(
+        default_factory=lambda: {"horizon": 20}
+    )
     """overrides of the task's configuration, for both (as svgx train --env-options)."""
     steps: int = 40_000
     """environment steps per run."""
@@ -80,8 +82,12 @@ class Args:
 
 
 def env_flags(args: Args) -> list[str]:
-    return ["--env", args.env, *(["--env-options"] if args.env_options else []),
-            *(str(x) for kv in args.env_options.items() for x in kv)]  # fmt: skip
+    return [
+        "--env",
+        args.env,
+        *(["--env-options"] if args.env_options else []),
+        *(str(x) for kv in args.env_options.items() for x in kv),
+    ]
 
 
 def svgx_command(args: Args, out: str, seeds: int) -> list[str]:
@@ -89,24 +95,81 @@ def svgx_command(args: Args, out: str, seeds: int) -> list[str]:
     # svg1_er: per iteration, one step of each of n_envs environments and updates_per_step updates;
     # Brax SAC (grad_updates_per_step) does the same per batched environment step.
     return [
-        sys.executable, "-m", "svgx.cli", "train", *env_flags(args), "--algo", "svg1_er",
-        "--steps", str(args.steps), "--chunks", str(args.evaluations), "--n-envs", str(args.n_envs),
-        "--batch-size", str(args.batch_size), "--updates-per-step", str(args.updates_per_step),
-        "--policy-hidden", *hidden, "--critic-hidden", *hidden, "--seed", str(args.seed),
-        "--policy-lr", str(args.policy_lr), "--gamma", str(args.gamma), "--tau", str(args.tau),
-        "--reward-scale", str(args.reward_scale), "--init-std", str(args.init_std),
-        "--squash" if args.squash else "--no-squash", "--eval-episodes", "16", "--seeds", str(seeds), "--out", out,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "svgx.cli",
+        "train",
+        *env_flags(args),
+        "--algo",
+        "svg1_er",
+        "--steps",
+        str(args.steps),
+        "--chunks",
+        str(args.evaluations),
+        "--n-envs",
+        str(args.n_envs),
+        "--batch-size",
+        str(args.batch_size),
+        "--updates-per-step",
+        str(args.updates_per_step),
+        "--policy-hidden",
+        *hidden,
+        "--critic-hidden",
+        *hidden,
+        "--seed",
+        str(args.seed),
+        "--policy-lr",
+        str(args.policy_lr),
+        "--gamma",
+        str(args.gamma),
+        "--tau",
+        str(args.tau),
+        "--reward-scale",
+        str(args.reward_scale),
+        "--init-std",
+        str(args.init_std),
+        "--squash" if args.squash else "--no-squash",
+        "--eval-episodes",
+        "16",
+        "--seeds",
+        str(seeds),
+        "--out",
+        out,
+    ]
 
 
 def sac_command(args: Args, out: str, seeds: int) -> list[str]:
     return [
-        sys.executable, "-m", "svgx.cli", "baseline", *env_flags(args), "--algo", "sac",
-        "--steps", str(args.steps), "--evaluations", str(args.evaluations + 1), "--n-envs", str(args.n_envs),
-        "--hidden", *[str(h) for h in args.hidden], "--batch-size", str(args.batch_size),
-        "--updates-per-step", str(args.updates_per_step), "--discounting", str(args.gamma),
-        "--learning-rate", str(args.sac_lr), "--seed", str(args.seed), "--seeds", str(seeds), "--out", out,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "svgx.cli",
+        "baseline",
+        *env_flags(args),
+        "--algo",
+        "sac",
+        "--steps",
+        str(args.steps),
+        "--evaluations",
+        str(args.evaluations + 1),
+        "--n-envs",
+        str(args.n_envs),
+        "--hidden",
+        *[str(h) for h in args.hidden],
+        "--batch-size",
+        str(args.batch_size),
+        "--updates-per-step",
+        str(args.updates_per_step),
+        "--discounting",
+        str(args.gamma),
+        "--learning-rate",
+        str(args.sac_lr),
+        "--seed",
+        str(args.seed),
+        "--seeds",
+        str(seeds),
+        "--out",
+        out,
+    ]
 
 
 def throughput(directory: str) -> dict:
@@ -119,9 +182,10 @@ def throughput(directory: str) -> dict:
     steps = np.array([float(m["env_steps"][0]) for m in history])
     wall = np.array([float(m["wall_time"][0]) for m in history])
     return dict(
-        wall=wall[-1], steps_per_s=steps[-1] / wall[-1],
+        wall=wall[-1],
+        steps_per_s=steps[-1] / wall[-1],
         steps_per_s_compiled=(steps[-1] - steps[1]) / max(wall[-1] - wall[1], 1e-9),
-    )  # fmt: skip
+    )
 
 
 def sample_efficiency(directory: str, threshold: float) -> dict:
@@ -132,16 +196,19 @@ def sample_efficiency(directory: str, threshold: float) -> dict:
     steps = np.stack([m["env_steps"] for m in history]).astype(float)  # [evaluations, seeds]
     success = np.stack([m["eval_success"] for m in history])
     to_threshold = [
-        float(steps[np.flatnonzero(success[:, i] >= threshold)[0], i]) if (success[:, i] >= threshold).any() else None
+        float(steps[np.flatnonzero(success[:, i] >= threshold)[0], i])
+        if (success[:, i] >= threshold).any()
+        else None
         for i in range(steps.shape[1])
-    ]  # fmt: skip
+    ]
     reached = [x for x in to_threshold if x is not None]
     return dict(
         to_threshold=to_threshold,
         median=float(np.median(reached)) if len(reached) == len(to_threshold) else None,
-        final_return=float(history[-1]["eval_return"].mean()), final_success=float(success[-1].mean()),
+        final_return=float(history[-1]["eval_return"].mean()),
+        final_success=float(success[-1].mean()),
         best_success=float(success.mean(axis=1).max()),
-    )  # fmt: skip
+    )
 
 
 def main(args: Args) -> None:
@@ -150,8 +217,8 @@ def main(args: Args) -> None:
 
     if args.evaluations < 2 or args.seeds < 1:
         raise SystemExit(
-            f"bench_sac: error: evaluations={args.evaluations}, seeds={args.seeds}: the steady-state rate needs "
-            "evaluations >= 2, and seeds must be >= 1"
+            f"bench_sac: error: evaluations={args.evaluations}, seeds={args.seeds}: "
+            "the steady-state rate needs evaluations >= 2, and seeds must be >= 1"
         )
     methods = {"svg1_er": svgx_command, "Brax SAC": sac_command}
     speed, efficiency = {}, {}
@@ -159,7 +226,9 @@ def main(args: Args) -> None:
         for name, command in methods.items():
             out = f"{tmp}/{name.replace(' ', '_')}"
             for seeds, suffix in ((1, "-1"), (args.seeds, "-n")):
-                env = {**os.environ, "SVGX_CACHE_DIR": f"{out}{suffix}-cache"} if args.cold else None
+                env = (
+                    {**os.environ, "SVGX_CACHE_DIR": f"{out}{suffix}-cache"} if args.cold else None
+                )
                 subprocess.run(command(args, out + suffix, seeds), check=True, env=env)
             speed[name] = throughput(f"{out}-1")
             efficiency[name] = sample_efficiency(f"{out}-n", args.threshold)
@@ -169,10 +238,18 @@ def main(args: Args) -> None:
     def fmt_steps(e):
         per_seed = ", ".join(f"{v:,.0f}" if v is not None else "—" for v in e["to_threshold"])
         n = sum(v is not None for v in e["to_threshold"])
-        head = f"{e['median']:,.0f}" if e["median"] is not None else f"{n} of {len(e['to_threshold'])} seeds reached it"
+        head = (
+            f"{e['median']:,.0f}"
+            if e["median"] is not None
+            else f"{n} of {len(e['to_threshold'])} seeds reached it"
+        )
         return f"{head} ({per_seed})"
 
-    ratio = f"{x['median'] / y['median']:.2f}" if x["median"] is not None and y["median"] is not None else "n/a"
+    ratio = (
+        f"{x['median'] / y['median']:.2f}"
+        if x["median"] is not None and y["median"] is not None
+        else "n/a"
+    )
     command = "python -m experiments.bench_sac " + " ".join(sys.argv[1:])
     options = ", ".join(f"{k}={v}" for k, v in args.env_options.items())
     lines = [
@@ -180,30 +257,39 @@ def main(args: Args) -> None:
         "",
         f"Command: `{command.strip()}`  ",
         f"Machine: {machine()}  ",
-        f"Both: {args.steps:,} environment steps per seed, {args.n_envs} parallel environments, hidden "
-        f"{args.hidden}, batch {args.batch_size}, {args.updates_per_step} update(s) per (batched) environment "
-        f"step, γ = {args.gamma}, {args.evaluations} evaluations of 16 episodes with the mean action; each run "
-        "in a new process" + (", compiling from an empty persistent cache" if args.cold else ", with the "
-        "persistent compilation cache as it was") + " (compile time counts in the whole-run rate).  ",
-        f"svg1_er: policy lr {args.policy_lr}, τ {args.tau}, reward scale {args.reward_scale}, initial σ "
-        f"{args.init_std}, {'squashed' if args.squash else 'unsquashed'} Gaussian policy; SAC: lr {args.sac_lr}, "
-        "Brax's defaults otherwise (tanh-squashed into [-1, 1]).",
+        f"Both: {args.steps:,} environment steps per seed, {args.n_envs} parallel environments, "
+        f"hidden {args.hidden}, batch {args.batch_size}, {args.updates_per_step} update(s) per "
+        f"(batched) environment step, γ = {args.gamma}, {args.evaluations} evaluations of 16 "
+        "episodes with the mean action; each run in a new process"
+        + (
+            ", compiling from an empty persistent cache"
+            if args.cold
+            else ", with the persistent compilation cache as it was"
+        )
+        + " (compile time counts in the whole-run rate).  ",
+        f"svg1_er: policy lr {args.policy_lr}, τ {args.tau}, reward scale {args.reward_scale}, "
+        f"initial σ {args.init_std}, {'squashed' if args.squash else 'unsquashed'} Gaussian "
+        f"policy; SAC: lr {args.sac_lr}, Brax's defaults otherwise (tanh-squashed into [-1, 1]).",
         "",
         "| | svg1_er | Brax SAC | ratio svg1_er / SAC |",
         "|---|---|---|---|",
-        f"| environment steps per second, one seed, whole run | {a['steps_per_s']:,.0f} | {b['steps_per_s']:,.0f} "
-        f"| {a['steps_per_s'] / b['steps_per_s']:.2f} |",
-        f"| environment steps per second, one seed, from the second evaluation on | {a['steps_per_s_compiled']:,.0f} "
-        f"| {b['steps_per_s_compiled']:,.0f} | {a['steps_per_s_compiled'] / b['steps_per_s_compiled']:.2f} |",
-        f"| wall time, one seed (s) | {a['wall']:.0f} | {b['wall']:.0f} | {a['wall'] / b['wall']:.2f} |",
-        f"| environment steps to success rate ≥ {args.threshold:.0%}, median of {args.seeds} seeds (per seed) "
-        f"| {fmt_steps(x)} | {fmt_steps(y)} | {ratio} |",
-        f"| final success rate, mean of {args.seeds} seeds | {x['final_success']:.0%} | {y['final_success']:.0%} | |",
-        f"| best success rate of an evaluation, mean of {args.seeds} seeds | {x['best_success']:.0%} "
-        f"| {y['best_success']:.0%} | |",
-        f"| final evaluation return, mean of {args.seeds} seeds | {x['final_return']:.2f} | {y['final_return']:.2f} | |",
+        f"| environment steps per second, one seed, whole run | {a['steps_per_s']:,.0f} "
+        f"| {b['steps_per_s']:,.0f} | {a['steps_per_s'] / b['steps_per_s']:.2f} |",
+        f"| environment steps per second, one seed, from the second evaluation on "
+        f"| {a['steps_per_s_compiled']:,.0f} | {b['steps_per_s_compiled']:,.0f} "
+        f"| {a['steps_per_s_compiled'] / b['steps_per_s_compiled']:.2f} |",
+        f"| wall time, one seed (s) | {a['wall']:.0f} | {b['wall']:.0f} "
+        f"| {a['wall'] / b['wall']:.2f} |",
+        f"| environment steps to success rate ≥ {args.threshold:.0%}, "
+        f"median of {args.seeds} seeds (per seed) | {fmt_steps(x)} | {fmt_steps(y)} | {ratio} |",
+        f"| final success rate, mean of {args.seeds} seeds "
+        f"| {x['final_success']:.0%} | {y['final_success']:.0%} | |",
+        f"| best success rate of an evaluation, mean of {args.seeds} seeds "
+        f"| {x['best_success']:.0%} | {y['best_success']:.0%} | |",
+        f"| final evaluation return, mean of {args.seeds} seeds "
+        f"| {x['final_return']:.2f} | {y['final_return']:.2f} | |",
         "",
-    ]  # fmt: skip
+    ]
     atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))
     print(json.dumps(dict(speed=speed, efficiency=efficiency), indent=2, default=float))

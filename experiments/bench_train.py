@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import resource
 import subprocess
@@ -47,9 +46,14 @@ def config(args: Args):
     from svgx.config import Config
 
     return Config(
-        env="cartpole", env_options=dict(horizon=args.horizon), algo="svg1_er",
-        n_envs=args.n_envs, iterations=args.iterations, chunks=2, batch_size=64,
-    )  # fmt: skip
+        env="cartpole",
+        env_options=dict(horizon=args.horizon),
+        algo="svg1_er",
+        n_envs=args.n_envs,
+        iterations=args.iterations,
+        chunks=2,
+        batch_size=64,
+    )
 
 
 def worker(args: Args) -> dict:
@@ -64,7 +68,7 @@ def worker(args: Args) -> dict:
     hp = Hyperparams().as_arrays()
     keys = jax.random.split(jax.random.key(0), args.worker)
     start = time.perf_counter()
-    init, chunk, evaluate = compiled(cfg, hp, args.worker)
+    init, chunk, _evaluate = compiled(cfg, hp, args.worker)
     state = init(keys, hp)
     chunk_compiled = chunk.lower(state, hp).compile()
     jax.block_until_ready(state)
@@ -78,17 +82,33 @@ def worker(args: Args) -> dict:
     seconds = time.perf_counter() - start
     steps = args.worker * args.n_envs * (args.iterations // cfg.chunks)
     return dict(
-        seeds=args.worker, compile_s=compile_s, seconds=seconds, env_steps=steps,
+        seeds=args.worker,
+        compile_s=compile_s,
+        seconds=seconds,
+        env_steps=steps,
         us_per_env_step=1e6 * seconds / steps,
         us_per_env_step_per_seed=1e6 * seconds / (args.iterations // cfg.chunks * args.n_envs),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         nonfinite=int(metrics["nonfinite_updates"].sum()),
-    )  # fmt: skip
+    )
 
 
 def spawn(args: Args, seeds: int, cache: str) -> dict:
-    command = [sys.executable, "-m", "experiments.bench_train", "--worker", str(seeds), "--cache", cache,
-               "--iterations", str(args.iterations), "--n-envs", str(args.n_envs), "--horizon", str(args.horizon)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.bench_train",
+        "--worker",
+        str(seeds),
+        "--cache",
+        cache,
+        "--iterations",
+        str(args.iterations),
+        "--n-envs",
+        str(args.n_envs),
+        "--horizon",
+        str(args.horizon),
+    ]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -97,8 +117,8 @@ def main(args: Args) -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    from svgx.io import atomic_write_text
     from experiments.bench_envs import machine
+    from svgx.io import atomic_write_text
 
     with tempfile.TemporaryDirectory() as cold:
         one_cold = spawn(args, 1, cold)
@@ -108,10 +128,18 @@ def main(args: Args) -> None:
     ratio = many["seconds"] / one["seconds"]
     rows = [
         ("seeds", "1", str(args.seeds)),
-        ("compile, empty cache (s)", f"{one_cold['compile_s']:.1f}", f"{many_cold['compile_s']:.1f}"),
+        (
+            "compile, empty cache (s)",
+            f"{one_cold['compile_s']:.1f}",
+            f"{many_cold['compile_s']:.1f}",
+        ),
         ("compile, warm cache (s)", f"{one['compile_s']:.1f}", f"{many['compile_s']:.1f}"),
         ("time of the timed chunk (s)", f"{one['seconds']:.2f}", f"{many['seconds']:.2f}"),
-        ("µs per environment step (all seeds)", f"{one['us_per_env_step']:.1f}", f"{many['us_per_env_step']:.1f}"),
+        (
+            "µs per environment step (all seeds)",
+            f"{one['us_per_env_step']:.1f}",
+            f"{many['us_per_env_step']:.1f}",
+        ),
         ("peak resident memory (MB)", f"{one['peak_rss_mb']:.0f}", f"{many['peak_rss_mb']:.0f}"),
     ]
     command = "python -m experiments.bench_train " + " ".join(sys.argv[1:])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import pathlib
 import sys
 import time
@@ -28,45 +29,82 @@ from svgx.io import atomic_write_text
 ALGORITHMS = ("ppo", "sac", "apg")
 
 
-def trainer(algo: str, env, *, steps: int, n_envs: int, evaluations: int, hidden: tuple[int, ...], seed: int,
-            progress_fn, updates_per_step: int = 1, batch_size: int = 64, learning_rate: float = 3e-4,
-            discounting: float = 0.99):  # fmt: skip
-    """Brax's ``train`` for ``algo`` with svgx's sizes; returns ``(make_policy, params, metrics)``."""
+def trainer(
+    algo: str,
+    env,
+    *,
+    steps: int,
+    n_envs: int,
+    evaluations: int,
+    hidden: tuple[int, ...],
+    seed: int,
+    progress_fn,
+    updates_per_step: int = 1,
+    batch_size: int = 64,
+    learning_rate: float = 3e-4,
+    discounting: float = 0.99,
+):
+    """Brax's ``train`` for ``algo`` with svgx's sizes; returns
+    ``(make_policy, params, metrics)``."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo={algo!r}: unknown Brax baseline; valid: {', '.join(ALGORITHMS)}")
     brax_env = BraxEnv(env)
     common = dict(
-        environment=brax_env, episode_length=env.horizon, num_envs=n_envs, num_evals=evaluations,
-        seed=seed, progress_fn=progress_fn, num_eval_envs=16, deterministic_eval=True,
-    )  # fmt: skip
+        environment=brax_env,
+        episode_length=env.horizon,
+        num_envs=n_envs,
+        num_evals=evaluations,
+        seed=seed,
+        progress_fn=progress_fn,
+        num_eval_envs=16,
+        deterministic_eval=True,
+    )
     if algo == "ppo":
         from brax.training.agents.ppo import networks, train
 
         factory = functools.partial(
-            networks.make_ppo_networks, policy_hidden_layer_sizes=hidden, value_hidden_layer_sizes=hidden
+            networks.make_ppo_networks,
+            policy_hidden_layer_sizes=hidden,
+            value_hidden_layer_sizes=hidden,
         )
         return train.train(
-            **common, num_timesteps=steps, network_factory=factory, learning_rate=learning_rate,
-            discounting=discounting, unroll_length=10, batch_size=n_envs, num_minibatches=4,
-            num_updates_per_batch=4, entropy_cost=1e-3,
-        )  # fmt: skip
+            **common,
+            num_timesteps=steps,
+            network_factory=factory,
+            learning_rate=learning_rate,
+            discounting=discounting,
+            unroll_length=10,
+            batch_size=n_envs,
+            num_minibatches=4,
+            num_updates_per_batch=4,
+            entropy_cost=1e-3,
+        )
     if algo == "sac":
         from brax.training.agents.sac import networks, train
 
         factory = functools.partial(networks.make_sac_networks, hidden_layer_sizes=hidden)
         return train.train(
-            **common, num_timesteps=steps, network_factory=factory, learning_rate=learning_rate,
-            discounting=discounting, batch_size=batch_size, grad_updates_per_step=updates_per_step,
-            min_replay_size=min(1000, steps // 10), max_replay_size=min(steps, 100_000),
-        )  # fmt: skip
+            **common,
+            num_timesteps=steps,
+            network_factory=factory,
+            learning_rate=learning_rate,
+            discounting=discounting,
+            batch_size=batch_size,
+            grad_updates_per_step=updates_per_step,
+            min_replay_size=min(1000, steps // 10),
+            max_replay_size=min(steps, 100_000),
+        )
     from brax.training.agents.apg import networks, train
 
     factory = functools.partial(networks.make_apg_networks, hidden_layer_sizes=hidden)
     horizon, policy_updates, _ = apg_schedule(env, steps, n_envs, evaluations)
     return train.train(
-        **common, policy_updates=policy_updates, horizon_length=horizon, network_factory=factory,
+        **common,
+        policy_updates=policy_updates,
+        horizon_length=horizon,
+        network_factory=factory,
         learning_rate=learning_rate,
-    )  # fmt: skip
+    )
 
 
 def apg_schedule(env, steps: int, n_envs: int, evaluations: int) -> tuple[int, int, int]:
@@ -79,7 +117,8 @@ def apg_schedule(env, steps: int, n_envs: int, evaluations: int) -> tuple[int, i
 
 
 def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
-    """Runs ``args`` (:class:`svgx.cli.BaselineArgs`) into ``args.out``; returns the metrics history."""
+    """Runs ``args`` (:class:`svgx.cli.BaselineArgs`) into ``args.out``; returns the metrics
+    history."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     env = envs.make(args.env, **args.env_options)
     counts = ("steps", "seeds", "n_envs", "evaluations", "batch_size", "updates_per_step")
@@ -87,38 +126,59 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
         raise ValueError(f"{bad}={getattr(args, bad)!r}: must be an integer >= 1")
     if not 0 < args.discounting <= 1:
         raise ValueError(f"discounting={args.discounting!r}: must be in (0, 1]")
-    if not args.learning_rate > 0:
-        raise ValueError(f"learning_rate={args.learning_rate!r}: must be > 0")
+    if not 0 < args.learning_rate < math.inf:
+        raise ValueError(f"learning_rate={args.learning_rate!r}: must be a finite number > 0")
     out = pathlib.Path(args.out)
     if (out / rundir.CONFIG).exists() and not args.overwrite:
-        raise rundir.RunDirError(f"--out {str(out)!r}: already holds a run; use --overwrite or another directory")
+        raise rundir.RunDirError(
+            f"--out {str(out)!r}: already holds a run; use --overwrite or another directory"
+        )
     description = dict(format=rundir.FORMAT, baseline=dataclasses.asdict(args))
     atomic_write_text(out / rundir.CONFIG, json.dumps(description, indent=2))
-    step_scale = apg_schedule(env, args.steps, args.n_envs, args.evaluations)[2] if args.algo == "apg" else 1
+    step_scale = (
+        apg_schedule(env, args.steps, args.n_envs, args.evaluations)[2] if args.algo == "apg" else 1
+    )
     per_seed: list[list[dict]] = []
     start = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
         points: list[dict] = []
 
         def record(step, metrics, points=points, seed=seed):
-            points.append(dict(
-                env_steps=int(step) * step_scale, eval_return=float(metrics.get("eval/episode_reward", np.nan)),
-                eval_success=float(metrics.get("eval/episode_success", np.nan)),
-                wall_time=time.perf_counter() - start,
-            ))  # fmt: skip
+            points.append(
+                dict(
+                    env_steps=int(step) * step_scale,
+                    eval_return=float(metrics.get("eval/episode_reward", np.nan)),
+                    eval_success=float(metrics.get("eval/episode_success", np.nan)),
+                    wall_time=time.perf_counter() - start,
+                )
+            )
             progress(
-                f"[{args.algo} (brax) {args.env}] seed {seed}  env steps {points[-1]['env_steps']:,}  "
-                f"eval return {points[-1]['eval_return']:+.3f}  success {points[-1]['eval_success']:.0%}"
+                f"[{args.algo} (brax) {args.env}] seed {seed}  "
+                f"env steps {points[-1]['env_steps']:,}  "
+                f"eval return {points[-1]['eval_return']:+.3f}  "
+                f"success {points[-1]['eval_success']:.0%}"
             )
 
         trainer(
-            args.algo, env, steps=args.steps, n_envs=args.n_envs, evaluations=args.evaluations,
-            hidden=tuple(args.hidden), seed=seed, progress_fn=record, updates_per_step=args.updates_per_step,
-            batch_size=args.batch_size, learning_rate=args.learning_rate, discounting=args.discounting,
-        )  # fmt: skip
+            args.algo,
+            env,
+            steps=args.steps,
+            n_envs=args.n_envs,
+            evaluations=args.evaluations,
+            hidden=tuple(args.hidden),
+            seed=seed,
+            progress_fn=record,
+            updates_per_step=args.updates_per_step,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            discounting=args.discounting,
+        )
         per_seed.append(points)
     n = min(len(p) for p in per_seed)
-    history = [{name: np.array([p[i][name] for p in per_seed]) for name in per_seed[0][0]} for i in range(n)]
+    history = [
+        {name: np.array([p[i][name] for p in per_seed]) for name in per_seed[0][0]}
+        for i in range(n)
+    ]
     rundir.write_metrics(out, history)
     from svgx.plot import plot_runs
 

@@ -1,9 +1,15 @@
-"""The ``svgx`` command: ``envs``, ``train``, ``resume``, ``sweep``, ``plot``, ``baseline``, ``diagnose``.
+"""The ``svgx`` command: ``envs``, ``train``, ``resume``, ``sweep``, ``plot``, ``baseline``,
+``diagnose``.
 
-Every option of :class:`~svgx.config.Config` and :class:`~svgx.config.Hyperparams`
-is a flag of ``svgx train`` (``--policy-lr 1e-3 --n-envs 8 …``). Bad input ends
-with one line naming the field, the value and what is allowed, and exit status 2;
-nothing already written is changed.
+Every field of :class:`~svgx.config.Config` and :class:`~svgx.config.Hyperparams`
+is a flag of ``svgx train`` (``--policy-lr 1e-3 --n-envs 8 …``), and so is every
+option of every registered algorithm (``--algo svgk_er --k 5``): the flags are
+generated from those classes and from :mod:`svgx.algorithms` when the command
+runs, so an algorithm registered before :func:`main` is a choice of ``--algo``.
+Bad input ends with one line naming the field, the value and what is allowed,
+and exit status 2; nothing already written is changed. A run that goes non-finite
+(:mod:`svgx.divergence`) ends with one line naming the seed, chunk, step and
+quantity, and exit status 3.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import dataclasses
 import io
 import json
 import pathlib
-import re
 import sys
+import typing
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import tyro
@@ -38,7 +45,8 @@ def initialize_distributed() -> None:
             n, rank = int(os.environ["SVGX_NUM_PROCESSES"]), int(os.environ["SVGX_PROCESS_ID"])
         except (KeyError, ValueError):
             print(
-                "svgx: error: SVGX_COORDINATOR is set: SVGX_NUM_PROCESSES and SVGX_PROCESS_ID must be integers",
+                "svgx: error: SVGX_COORDINATOR is set: "
+                "SVGX_NUM_PROCESSES and SVGX_PROCESS_ID must be integers",
                 file=sys.stderr,
             )
             raise SystemExit(2) from None
@@ -50,7 +58,10 @@ def initialize_distributed() -> None:
 # Before anything starts JAX's backend (importing the tasks does).
 initialize_distributed()
 
-from svgx.config import Config, iterations_for_steps  # noqa: E402, F401 (re-exported)
+from svgx import algorithms  # noqa: E402
+from svgx.config import Config, Hyperparams, iterations_for_steps  # noqa: E402 (re-exported)
+from svgx.divergence import EXIT_STATUS as NONFINITE_EXIT_STATUS  # noqa: E402
+from svgx.divergence import NonFiniteError, NonFiniteLimits  # noqa: E402
 
 # --- arguments -------------------------------------------------------------------------
 
@@ -64,48 +75,22 @@ class EnvsArgs:
 
 
 @dataclasses.dataclass(frozen=True)
-class HyperparamArgs:
-    """What can be swept (see svgx.config.Hyperparams)."""
-
-    policy_lr: float = 3e-4
-    """Adam step size of the policy."""
-    critic_lr: float = 1e-3
-    """Adam step size of V or Q."""
-    model_lr: float = 1e-3
-    """Adam step size of the learned dynamics model."""
-    gamma: float = 0.99
-    """discount, in (0, 1]."""
-    tau: float = 0.005
-    """Polyak rate of the critics' targets."""
-    truncation: float = 5.0
-    """importance-weight cap for replayed data (>= 1)."""
-    init_std: float = 0.5
-    """the policy's initial σ (pre-squash)."""
-    exploration_std: float = 0.3
-    """DPG's Gaussian exploration noise (pre-squash)."""
-    max_grad_norm: float = 10.0
-    """global-norm gradient clipping of every update."""
-    reward_scale: float = 1.0
-    """multiplies the reward in every learning signal (not in reported returns)."""
-
-    def hyperparams(self):
-        from svgx.config import Hyperparams
-
-        return Hyperparams(**dataclasses.asdict(self)).check()
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainArgs:
-    """Train seeds of one algorithm on one task into a run directory."""
+    """Train seeds of one algorithm on one task into a run directory.
+
+    The flags of Config, Hyperparams and the algorithms' options are added by
+    :func:`train_args`.
+    """
 
     out: str
     """run directory (config.json, metrics.jsonl, checkpoint.eqx, curve.png)."""
-    config: Annotated[Config, tyro.conf.arg(name="")] = dataclasses.field(default_factory=Config)
-    hparams: Annotated[HyperparamArgs, tyro.conf.arg(name="")] = HyperparamArgs()
     seeds: int = 1
     """seeds, vmapped in one program (and sharded over devices)."""
     seed: int = 0
     """the first PRNG key (the seeds' keys are split from it)."""
+    limits: Annotated[NonFiniteLimits, tyro.conf.arg(name="")] = dataclasses.field(
+        default_factory=NonFiniteLimits
+    )
     steps: int | None = None
     """environment steps per seed (sets --iterations, rounded up to a multiple of --chunks)."""
     overwrite: bool = False
@@ -188,9 +173,15 @@ def envs_command(args: EnvsArgs) -> None:
     for name in envs.names():
         env = envs.make(name)
         rows.append(
-            dict(name=name, state_size=env.state_size, action_size=env.action_size,
-                 noise_size=env.noise_size, horizon=env.horizon, dt=env.dt)
-        )  # fmt: skip
+            dict(
+                name=name,
+                state_size=env.state_size,
+                action_size=env.action_size,
+                noise_size=env.noise_size,
+                horizon=env.horizon,
+                dt=env.dt,
+            )
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -202,15 +193,98 @@ def envs_command(args: EnvsArgs) -> None:
         )
 
 
+# Flags generated from these classes' fields (Config.algo_options: from the algorithms' options).
+CONFIG_FLAGS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "algo_options")
+HYPERPARAM_FLAGS = tuple(f.name for f in dataclasses.fields(Hyperparams))
+
+
+def _help(cls) -> dict[str, str]:
+    """Field name -> the text of the ``Attributes:`` section of ``cls``'s docstring
+    (an entry ``a, b: text`` documents both)."""
+    import docstring_parser
+
+    texts = {}
+    for param in docstring_parser.parse_from_object(cls).params:
+        for name in param.arg_name.split(","):
+            texts[name.strip()] = " ".join((param.description or "").split())
+    return texts
+
+
+def _option_flags() -> dict[str, tuple[type, dict[str, object], str]]:
+    """Every registered algorithm's options: ``name -> (type, {algo: default}, help)``."""
+    flags: dict[str, tuple[type, dict[str, object], str]] = {}
+    static = (f.name for cls in (TrainArgs, NonFiniteLimits) for f in dataclasses.fields(cls))
+    taken = {*CONFIG_FLAGS, *HYPERPARAM_FLAGS, *static}
+    for algo in algorithms.names():
+        cls = algorithms.get(algo)
+        hints, texts = typing.get_type_hints(cls), _help(cls)
+        for name, field in algorithms.options(algo).items():
+            if name in taken:
+                raise ValueError(
+                    f"algorithm {algo!r}: option {name} is already a flag of svgx train"
+                )
+            kind, defaults, text = flags.get(name, (hints[name], {}, texts.get(name, "")))
+            if kind is not hints[name]:
+                raise ValueError(
+                    f"algorithm {algo!r}: option {name} is {hints[name].__name__}, "
+                    f"but {kind.__name__} in {', '.join(defaults)}"
+                )
+            flags[name] = (kind, {**defaults, algo: field.default}, text)
+    return flags
+
+
+def train_args() -> type[TrainArgs]:
+    """:class:`TrainArgs` with a flag for every field of Config (``--algo``: one of the
+    registered algorithms) and of Hyperparams, and for every registered algorithm's
+    options (left unset: the algorithm's default)."""
+    types = typing.get_type_hints(Config)
+    types["algo"] = Literal[algorithms.names()]
+    texts = {**_help(Config), **_help(Hyperparams)}
+    fields = []
+    for f in dataclasses.fields(Config):
+        if f.name in CONFIG_FLAGS:
+            default = dataclasses.field(default=f.default, default_factory=f.default_factory)
+            fields.append(
+                (f.name, Annotated[types[f.name], tyro.conf.arg(help=texts.get(f.name))], default)
+            )
+    for f in dataclasses.fields(Hyperparams):
+        fields.append((f.name, Annotated[float, tyro.conf.arg(help=texts.get(f.name))], f.default))
+    for name, (kind, defaults, text) in _option_flags().items():
+        owners = "; ".join(f"{algo}: default {default!r}" for algo, default in defaults.items())
+        annotated = Annotated[kind | None, tyro.conf.arg(help=f"{text} ({owners})")]
+        fields.append((name, annotated, None))
+    description = TrainArgs.__doc__.split("\n")[0]
+    return dataclasses.make_dataclass(
+        "TrainArgs", fields, bases=(TrainArgs,), frozen=True, namespace={"__doc__": description}
+    )
+
+
 def train_spec(args: TrainArgs):
+    """The run ``args`` describe, checked (including what needs the task) before anything is
+    written."""
     from svgx import rundir
 
-    config = args.config
+    given = {
+        name: getattr(args, name) for name in _option_flags() if getattr(args, name) is not None
+    }
+    own = algorithms.options(args.algo)
+    for name, value in given.items():
+        owners = [algo for algo in algorithms.names() if name in algorithms.options(algo)]
+        for owner in owners:  # a bad value is reported as such, whichever the algorithm
+            algorithms.make(owner, {name: value})
+        if name not in own:
+            raise ValueError(
+                f"--{name.replace('_', '-')}: an option of {', '.join(owners)}, "
+                f"not of algo={args.algo!r} (its options: {', '.join(own) or 'none'})"
+            )
+    config = Config(**{name: getattr(args, name) for name in CONFIG_FLAGS}, algo_options=given)
+    config.make_env()
     if args.steps is not None:
         config = dataclasses.replace(config, iterations=iterations_for_steps(config, args.steps))
     if not isinstance(args.seeds, int) or args.seeds < 1:
         raise ValueError(f"seeds={args.seeds!r}: must be an integer >= 1")
-    return rundir.RunSpec(config, args.hparams.hyperparams(), args.seeds, args.seed)
+    hparams = Hyperparams(**{name: getattr(args, name) for name in HYPERPARAM_FLAGS}).check()
+    return rundir.RunSpec(config, hparams, args.seeds, args.seed, args.limits)
 
 
 def train_command(args: TrainArgs) -> None:
@@ -264,24 +338,40 @@ def diagnose_command(args) -> None:
 def _diagnose_args():
     from svgx import diagnostics
 
-    @dataclasses.dataclass(frozen=True)
-    class DiagnoseArgs(diagnostics.DiagnoseConfig):
-        """Compare a policy-gradient estimator with the true gradient (cosine, bias, variance)."""
+    json_help = (
+        "Print JSON (with the fields cosine, relative_bias, variance, ...) instead of a table."
+    )
+    return dataclasses.make_dataclass(
+        "DiagnoseArgs",
+        [
+            (
+                "estimator",
+                Literal[tuple(diagnostics.ESTIMATORS)],
+                diagnostics.DiagnoseConfig.estimator,
+            ),
+            ("json", Annotated[bool, tyro.conf.arg(help=json_help)], False),
+        ],
+        bases=(diagnostics.DiagnoseConfig,),
+        frozen=True,
+        namespace={
+            "__doc__": "Compare a policy-gradient estimator with the true gradient "
+            "(cosine, bias, variance)."
+        },
+    )
 
-        json: bool = False
-        """Print JSON (with the fields cosine, relative_bias, variance, ...) instead of a table."""
 
-    return DiagnoseArgs
-
-
-COMMANDS = {
-    "envs": (EnvsArgs, envs_command),
-    "train": (TrainArgs, train_command),
-    "resume": (ResumeArgs, resume_command),
-    "sweep": (SweepArgs, sweep_command),
-    "plot": (PlotArgs, plot_command),
-    "baseline": (BaselineArgs, baseline_command),
-}
+def commands() -> dict[str, tuple[type, Callable]]:
+    """Each subcommand's arguments and function (``train``'s and ``diagnose``'s
+    arguments are generated now, from the registered algorithms and estimators)."""
+    return {
+        "envs": (EnvsArgs, envs_command),
+        "train": (train_args(), train_command),
+        "resume": (ResumeArgs, resume_command),
+        "sweep": (SweepArgs, sweep_command),
+        "plot": (PlotArgs, plot_command),
+        "baseline": (BaselineArgs, baseline_command),
+        "diagnose": (_diagnose_args(), diagnose_command),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,16 +379,14 @@ def main(argv: list[str] | None = None) -> None:
     from svgx import rundir
 
     svgx.enable_compilation_cache()
-    commands = {name: cls for name, (cls, _) in COMMANDS.items()} | {"diagnose": _diagnose_args()}
     try:
-        args = _parse(commands, argv)
-        for cls, command in COMMANDS.values():
-            if type(args) is cls:
-                command(args)
-                return
-        diagnose_command(args)
+        table = commands()
+        args = _parse({name: cls for name, (cls, _) in table.items()}, argv)
+        next(command for cls, command in table.values() if type(args) is cls)(args)
     except (ValueError, rundir.RunDirError, FileNotFoundError) as error:
         _fail(error)
+    except NonFiniteError as error:
+        _fail(error, status=NONFINITE_EXIT_STATUS)
 
 
 def _parse(commands, argv):
@@ -344,9 +432,10 @@ def _condense(message: str) -> str:
     return text
 
 
-def _fail(error: Exception | str):
+def _fail(error: Exception | str, status: int = 2):
+    """One line on stderr, then exit: status 2 for bad input, 3 for a run that went non-finite."""
     print(f"svgx: error: {error}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,17 @@ closed over by :func:`svgx.train.make_train`. :class:`Hyperparams` holds what
 can be swept without recompiling (learning rates, γ, τ, noise scales, the
 importance-weight cap); it is a pytree that ``vmap`` s like a seed.
 
-Every check runs when the object is built, so a combination that makes no sense
-fails before anything is compiled, with a message naming the field, the value
-and what is allowed.
+Checks run when the object is built, so a combination that makes no sense fails
+before anything is compiled, with a message naming the field, the value and what
+is allowed. Building a :class:`Config` does not build the task: the checks that
+need it (an option against the horizon, the action bounds against ``squash``) run
+in :meth:`Config.make_env`, which :func:`svgx.train.make_train` calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
 
 import equinox as eqx
 import jax
@@ -23,21 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-
-ALGORITHMS = (
-    "svg_inf", "svg1", "svg1_er", "svgk_er", "svg0_er", "planner", "dpg", "actor_critic", "reinforce",
-)  # fmt: skip
-# Learn from the latest episodes only (one batch per iteration) vs. from replay.
-ON_POLICY = ("svg_inf", "svg1", "actor_critic", "reinforce")
-# Back-propagate through dynamics, so they take a Jacobian source.
-USES_DYNAMICS = ("svg_inf", "svg1", "svg1_er", "svgk_er", "planner")
-USES_V = ("svg1", "svg1_er", "svgk_er", "planner", "actor_critic", "reinforce")
-USES_Q = ("svg0_er", "dpg")
-JACOBIANS = ("simulator", "learned")
-
-Algorithm = Literal[
-    "svg_inf", "svg1", "svg1_er", "svgk_er", "svg0_er", "planner", "dpg", "actor_critic", "reinforce"
-]
+from svgx import algorithms
+from svgx.dynamics import JACOBIAN_SOURCES, Jacobians
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +35,11 @@ class Config:
     Attributes:
       env: task name (``envs.names()``).
       env_options: overrides of the task's configuration (e.g. ``{"horizon": 100}``).
-      algo: the algorithm (SPEC §5).
+      algo: the algorithm, a name of ``svgx.algorithms.names()`` (paper §4, §6).
+      algo_options: the algorithm's own options (e.g. ``{"k": 5}`` for ``svgk_er``;
+        ``svgx.algorithms.options(algo)``).
       jacobians: ``simulator`` (autodiff through MJX) or ``learned`` (the model's);
         only for algorithms that back-propagate through dynamics.
-      k: stretch length of ``svgk_er``.
       n_envs: parallel environments per seed.
       iterations: training iterations per seed (each collects, then updates).
       chunks: the run is split into this many jitted chunks (metrics, evaluation
@@ -62,7 +51,8 @@ class Config:
       random_steps: initial steps per environment with uniformly random actions.
       batch_size: mini-batch size (transitions or stretches) of every update.
       replay_capacity: transitions the replay database holds (per seed).
-      policy_hidden, critic_hidden: widths of the 2 hidden tanh layers.
+      policy_hidden: widths of the policy's hidden tanh layers.
+      critic_hidden: widths of the critic's hidden tanh layers.
       model_hidden: width of each per-dimension model sub-network (paper: 5–20).
       state_dependent_std: the policy's σ depends on the state (else a free vector).
       learn_std: learn the free σ (off: it stays at ``init_std``, a fixed exploration
@@ -70,7 +60,6 @@ class Config:
       squash: ``a = scale · tanh(u)`` (off: ``a = u``, e.g. for ``lqg``).
       linear_policy: a linear-Gaussian policy (``lqg`` probes) instead of the MLP.
       time_input: give critics ``t / T`` (and V = 0 at the horizon); None: the task decides.
-      planner_horizon: length of the planner's simulated trajectories.
       target_period: 0 for Polyak targets (rate ``tau``), else copy every this many updates.
       eval_episodes: episodes with the mean action per evaluation.
       float64: run in double precision.
@@ -78,9 +67,9 @@ class Config:
 
     env: str = "cartpole"
     env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
-    algo: Algorithm = "svg1_er"
-    jacobians: Literal["simulator", "learned"] = "simulator"
-    k: int = 5
+    algo: str = "svg1_er"
+    algo_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
+    jacobians: Jacobians = "simulator"
     n_envs: int = 4
     iterations: int = 1000
     chunks: int = 10
@@ -97,7 +86,6 @@ class Config:
     squash: bool = True
     linear_policy: bool = False
     time_input: bool | None = None
-    planner_horizon: int = 10
     target_period: int = 0
     eval_episodes: int = 8
     float64: bool = False
@@ -105,19 +93,31 @@ class Config:
     def __post_init__(self):
         if self.env not in envs.names():
             raise ValueError(f"env={self.env!r}: unknown task; valid: {', '.join(envs.names())}")
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"algo={self.algo!r}: unknown algorithm; valid: {', '.join(ALGORITHMS)}")
-        if self.jacobians not in JACOBIANS:
-            raise ValueError(f"jacobians={self.jacobians!r}: unknown source; valid: {', '.join(JACOBIANS)}")
-        if self.jacobians == "learned" and self.algo not in USES_DYNAMICS:
+        algorithm = self.algorithm  # checks the name and the options
+        if self.jacobians not in JACOBIAN_SOURCES:
+            raise ValueError(
+                f"jacobians={self.jacobians!r}: unknown source; "
+                f"valid: {', '.join(JACOBIAN_SOURCES)}"
+            )
+        if self.jacobians == "learned" and not algorithm.uses_dynamics:
+            with_dynamics = [
+                name for name in algorithms.names() if algorithms.get(name).uses_dynamics
+            ]
             raise ValueError(
                 f"jacobians='learned' with algo={self.algo!r}: {self.algo} back-propagates through "
-                f"no dynamics; algorithms with a Jacobian source: {', '.join(USES_DYNAMICS)}"
+                f"no dynamics; algorithms with a Jacobian source: {', '.join(with_dynamics)}"
             )
         for name in (
-            "k", "n_envs", "iterations", "chunks", "steps_per_iteration", "updates_per_step",
-            "batch_size", "replay_capacity", "model_hidden", "planner_horizon", "eval_episodes",
-        ):  # fmt: skip
+            "n_envs",
+            "iterations",
+            "chunks",
+            "steps_per_iteration",
+            "updates_per_step",
+            "batch_size",
+            "replay_capacity",
+            "model_hidden",
+            "eval_episodes",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
@@ -131,29 +131,44 @@ class Config:
                 raise ValueError(f"{name}={value!r}: must be one or more positive widths")
         if self.iterations % self.chunks:
             raise ValueError(
-                f"chunks={self.chunks} must divide iterations={self.iterations} (equal-sized chunks compile once)"
+                f"chunks={self.chunks} must divide iterations={self.iterations} "
+                "(equal-sized chunks compile once)"
             )
         if self.linear_policy and self.squash:
-            raise ValueError("linear_policy=True needs squash=False (a linear-Gaussian policy is unsquashed)")
+            raise ValueError(
+                "linear_policy=True needs squash=False (a linear-Gaussian policy is unsquashed)"
+            )
         if self.state_dependent_std and not self.learn_std:
             raise ValueError("learn_std=False needs state_dependent_std=False (a free σ)")
         if self.linear_policy and self.state_dependent_std:
             raise ValueError("linear_policy=True needs state_dependent_std=False")
-        env = self.make_env()
-        if self.algo == "svgk_er" and self.k > env.horizon:
-            raise ValueError(f"k={self.k}: must be <= the horizon ({env.horizon}) of env {self.env!r}")
-        if self.replay_capacity < self.n_envs * max(self.k, 1):
+        length = algorithm.sequence_length
+        if self.replay_capacity < self.n_envs * length:
             raise ValueError(
-                f"replay_capacity={self.replay_capacity}: must hold at least n_envs × k "
-                f"= {self.n_envs * self.k} transitions"
+                f"replay_capacity={self.replay_capacity}: "
+                f"must hold at least n_envs × {self.algo}'s "
+                f"stretch length = {self.n_envs * length} transitions"
             )
 
-    def make_env(self):
-        return envs.make(self.env, **self.env_options)
+    @property
+    def algorithm(self) -> algorithms.Algorithm:
+        """The algorithm object (``algo`` with ``algo_options``)."""
+        return algorithms.make(self.algo, self.algo_options)
 
     @property
     def on_policy(self) -> bool:
-        return self.algo in ON_POLICY
+        """Learns from the latest episodes (one per environment per iteration), not from replay."""
+        return self.algorithm.data == "episodes"
+
+    def make_env(self):
+        """The task, after the checks that need it: the algorithm's options against the
+        task (e.g. ``k`` against the horizon) and ``squash`` against the action bounds."""
+        env = envs.make(self.env, **self.env_options)
+        self.algorithm.check(env)
+        low, high = np.asarray(env.action_low), np.asarray(env.action_high)
+        if self.squash and not (np.allclose(low, -high) and np.allclose(high, high[0])):
+            raise ValueError(f"env {env.name!r}: squash=True needs symmetric, equal action bounds")
+        return env
 
 
 class Hyperparams(eqx.Module):
@@ -163,9 +178,9 @@ class Hyperparams(eqx.Module):
       policy_lr, critic_lr, model_lr: Adam step sizes.
       gamma: discount, in (0, 1].
       tau: Polyak rate of the critics' targets (when ``target_period == 0``).
-      truncation: importance-weight cap ``c`` for replayed data (SPEC §3).
+      truncation: cap ``c`` of the importance weights of replayed data,
+        ``w = min(c, p(a|s; θ) / p(a|s; θ_k))`` (paper eq. 13, truncated).
       init_std: the policy's initial σ (pre-squash).
-      exploration_std: DPG's Gaussian exploration noise (pre-squash).
       max_grad_norm: global-norm gradient clipping of every update.
       reward_scale: multiplies the reward in every learning signal (critics and
         surrogates; it does not change the optimal policy). Critics learn best
@@ -179,7 +194,6 @@ class Hyperparams(eqx.Module):
     tau: float | jnp.ndarray = 0.005
     truncation: float | jnp.ndarray = 5.0
     init_std: float | jnp.ndarray = 0.5
-    exploration_std: float | jnp.ndarray = 0.3
     max_grad_norm: float | jnp.ndarray = 10.0
     reward_scale: float | jnp.ndarray = 1.0
 
@@ -188,15 +202,23 @@ class Hyperparams(eqx.Module):
 
         def bad(name, condition, allowed):
             value = np.asarray(getattr(self, name))
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name}={value.tolist()!r}: must be a finite number, {allowed}")
             if not np.all(condition(value)):
                 raise ValueError(f"{name}={value.tolist()!r}: must be {allowed}")
 
-        for name in ("policy_lr", "critic_lr", "model_lr", "init_std", "max_grad_norm", "reward_scale"):
+        for name in (
+            "policy_lr",
+            "critic_lr",
+            "model_lr",
+            "init_std",
+            "max_grad_norm",
+            "reward_scale",
+        ):
             bad(name, lambda v: v > 0, "> 0")
         bad("gamma", lambda v: (v > 0) & (v <= 1), "in (0, 1]")
         bad("tau", lambda v: (v > 0) & (v <= 1), "in (0, 1]")
         bad("truncation", lambda v: v >= 1, ">= 1")
-        bad("exploration_std", lambda v: v >= 0, ">= 0")
         return self
 
     def as_arrays(self, dtype=jnp.float32) -> Hyperparams:
@@ -205,9 +227,11 @@ class Hyperparams(eqx.Module):
 
 
 def iterations_for_steps(config: Config, steps: int) -> int:
-    """Iterations that collect at least ``steps`` environment steps per seed (a multiple of chunks)."""
+    """Iterations that collect at least ``steps`` environment steps per seed (a multiple of
+    chunks)."""
     if steps < 1:
         raise ValueError(f"steps={steps!r}: must be an integer >= 1")
-    per_iteration = config.n_envs * (config.make_env().horizon if config.on_policy else config.steps_per_iteration)
+    per_env = config.make_env().horizon if config.on_policy else config.steps_per_iteration
+    per_iteration = config.n_envs * per_env
     iterations = math.ceil(steps / per_iteration)
     return math.ceil(iterations / config.chunks) * config.chunks

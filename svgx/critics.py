@@ -1,4 +1,4 @@
-"""Critics (SPEC §4): ``V(s, t)`` and ``Q(s, a, t)`` by fitted policy evaluation.
+"""Critics (paper §5, Alg. 4): ``V(s, t)`` and ``Q(s, a, t)`` by fitted policy evaluation.
 
 TD(0) regression towards a target copy of the parameters (Polyak averaging or a
 periodic copy), on replayed mini-batches, weighted by truncated importance
@@ -59,7 +59,12 @@ class QFunction(eqx.Module):
 
 
 def value_function(
-    observe, observation_size: int, *, key: PRNGKeyArray, hidden=(100, 100), horizon: int | None = None
+    observe,
+    observation_size: int,
+    *,
+    key: PRNGKeyArray,
+    hidden=(100, 100),
+    horizon: int | None = None,
 ) -> ValueFunction:
     """A value function; ``horizon`` switches on the time input (and ``V = 0`` at ``T``)."""
     in_size = observation_size + (horizon is not None)
@@ -131,11 +136,12 @@ def periodic_copy(target, online, step: Int[Array, ""], period: int):
 
 
 def truncated_importance_weights(
-    log_prob_now: Float[Array, "batch *k"],
-    log_prob_behaviour: Float[Array, "batch *k"],
+    log_prob_now: Float[Array, " batch *k"],
+    log_prob_behaviour: Float[Array, " batch *k"],
     truncation: float | Float[Array, ""],
 ) -> Float[Array, " batch"]:
-    """``w = min(c, Π_t p(a_t|s_t; θ) / p(a_t|s_t; θ_k))`` (SPEC §3), held out of the gradient.
+    """``w = min(c, Π_t p(a_t|s_t; θ) / p(a_t|s_t; θ_k))`` (paper eq. 13, truncated; see
+    docs/design.md, "Replay and importance weights"), held out of the gradient.
 
     With a trailing sequence axis the per-step ratios are multiplied first.
     """

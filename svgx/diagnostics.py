@@ -14,10 +14,13 @@ It reports the mean cosine similarity of a batch's estimate to the reference,
 the relative bias ``|E ĝ − g| / |g|`` (with its Monte-Carlo standard error) and
 the variance over batches (``Σ_i Var ĝ_i``, also relative to ``|g|²``).
 
-Estimates are put on the scale of ``∇θ J`` per episode: SVG(k) uses the
+Each estimator is a training algorithm's (:data:`ESTIMATORS` says whose, and
+:mod:`svgx.algorithms` whether it uses dynamics), applied to on-policy episodes
+and put on the scale of ``∇θ J`` per episode: SVG(k) uses the
 episode cut into consecutive, non-overlapping stretches of ``k`` steps (with an
 exact value function their surrogate gradients sum to ``∇θ J``), SVG(1), SVG(0)
-and the actor-critic sum their per-step terms with weights ``γ^t``.
+and the actor-critic sum their per-step terms with weights ``γ^t``, the planner
+simulates whole episodes from the recorded start states.
 
 The critic and the model are what the estimator is given: for ``lqg`` the exact
 ``V`` / ``Q`` of the policy (or, with ``critic="fitted"``, networks); for other
@@ -33,7 +36,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -43,16 +46,97 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import envs
-from svgx import critics, estimators, rollout
-from svgx.dynamics import JACOBIAN_SOURCES, Dynamics, make_dynamics
+from svgx import algorithms, critics, estimators, rollout
+from svgx.dynamics import JACOBIAN_SOURCES, Dynamics, Jacobians, make_dynamics
 from svgx.model import DynamicsModel, dynamics_model
 from svgx.policy import GaussianPolicy, linear_gaussian_params, linear_policy, mlp_policy
 from svgx.replay import Transition
 
-ESTIMATORS = ("svg0", "svg1", "svgk", "svg_inf", "planner", "actor_critic", "reinforce")
-# Estimators that back-propagate through a dynamics model (and so take a Jacobian source).
-USES_DYNAMICS = ("svg1", "svgk", "svg_inf", "planner")
 CRITICS = ("exact", "fitted")
+
+
+class Inputs(NamedTuple):
+    """What an estimate is made from, besides the policy and the episodes."""
+
+    env: envs.Env
+    dynamics: Dynamics
+    value: Callable | None
+    q: Callable | None
+    gamma: float
+    depth: int | None
+    key: PRNGKeyArray  # the planner's simulation noise
+
+
+def _per_step_weights(batch: Transition, horizon: int, gamma) -> Float[Array, " batch"]:
+    """``T γ^t``: a mean over the ``n T`` steps of ``n`` episodes, as a sum per episode."""
+    return horizon * gamma ** batch.t.astype(batch.s.dtype)
+
+
+def _svg_inf(policy, data: Transition, x: Inputs):
+    return estimators.svg_loss(policy, x.dynamics, x.env.reward, None, data, gamma=x.gamma)
+
+
+def _svgk(policy, data: Transition, x: Inputs):
+    batch = rollout.stretches(data, x.depth)
+    weights = (data.t.shape[1] // x.depth) * x.gamma ** batch.t[:, 0].astype(batch.s.dtype)
+    return estimators.svg_loss(
+        policy, x.dynamics, x.env.reward, x.value, batch, gamma=x.gamma, weights=weights
+    )
+
+
+def _svg0(policy, data: Transition, x: Inputs):
+    batch = rollout.per_step(data)
+    return estimators.svg0_loss(
+        policy, x.q, batch, weights=_per_step_weights(batch, data.t.shape[1], x.gamma)
+    )
+
+
+def _planner(policy, data: Transition, x: Inputs):
+    return estimators.planner_loss(
+        policy,
+        x.dynamics,
+        x.env.reward,
+        None,
+        data.s[:, 0],
+        data.t[:, 0],
+        key=x.key,
+        steps=data.t.shape[1],
+        gamma=x.gamma,
+    )
+
+
+def _actor_critic(policy, data: Transition, x: Inputs):
+    batch = rollout.per_step(data)
+    weights = _per_step_weights(batch, data.t.shape[1], x.gamma)
+    return estimators.actor_critic_loss(policy, x.value, batch, gamma=x.gamma, weights=weights)
+
+
+def _reinforce(policy, data: Transition, x: Inputs):
+    return estimators.reinforce_loss(policy, data, gamma=x.gamma, baseline=x.value)
+
+
+class Estimator(NamedTuple):
+    """An estimator to diagnose: the policy loss of a training algorithm on on-policy
+    episodes, ``loss(policy, episodes, inputs) -> (loss, aux)``, per episode."""
+
+    algorithm: str  # the training algorithm (svgx.algorithms) whose estimator it is
+    loss: Callable
+    reads_critic: bool  # given V or Q (the planner simulates whole episodes: no bootstrap)
+
+    @property
+    def uses_dynamics(self) -> bool:
+        return algorithms.get(self.algorithm).uses_dynamics
+
+
+ESTIMATORS = {
+    "svg0": Estimator("svg0_er", _svg0, reads_critic=True),
+    "svg1": Estimator("svg1", _svgk, reads_critic=True),
+    "svgk": Estimator("svgk_er", _svgk, reads_critic=True),
+    "svg_inf": Estimator("svg_inf", _svg_inf, reads_critic=False),
+    "planner": Estimator("planner", _planner, reads_critic=False),
+    "actor_critic": Estimator("actor_critic", _actor_critic, reads_critic=True),
+    "reinforce": Estimator("reinforce", _reinforce, reads_critic=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +146,7 @@ class DiagnoseConfig:
     Attributes:
       env: task name (``envs.names()``).
       env_options: overrides of the task's configuration (e.g. lqg's ``state_size``).
-      estimator: one of svg0, svg1, svgk, svg_inf, planner, actor_critic, reinforce.
+      estimator: the estimator to diagnose (a key of :data:`ESTIMATORS`).
       k: depth of ``svgk`` (must divide the horizon); ``svg1`` is ``k = 1``.
       jacobians: ``simulator`` or ``learned`` (for estimators that use dynamics).
       samples: episodes per batch (one estimate per batch).
@@ -81,9 +165,9 @@ class DiagnoseConfig:
 
     env: str = "lqg"
     env_options: dict[str, int | float] = dataclasses.field(default_factory=dict)
-    estimator: Literal["svg0", "svg1", "svgk", "svg_inf", "planner", "actor_critic", "reinforce"] = "svg1"
+    estimator: str = "svg1"
     k: int = 1
-    jacobians: Literal["simulator", "learned"] = "simulator"
+    jacobians: Jacobians = "simulator"
     samples: int = 64
     batches: int = 8
     reference_samples: int = 1024
@@ -103,29 +187,39 @@ class DiagnoseConfig:
         if self.env not in envs.names():
             raise ValueError(f"unknown env {self.env!r}; valid names: {', '.join(envs.names())}")
         if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
+            raise ValueError(
+                f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}"
+            )
         if self.jacobians not in JACOBIAN_SOURCES:
             raise ValueError(
                 f"unknown Jacobian source {self.jacobians!r}; valid: {', '.join(JACOBIAN_SOURCES)}"
             )
-        if self.jacobians == "learned" and self.estimator not in USES_DYNAMICS:
+        if self.jacobians == "learned" and not ESTIMATORS[self.estimator].uses_dynamics:
+            with_dynamics = [name for name, e in ESTIMATORS.items() if e.uses_dynamics]
             raise ValueError(
                 f"estimator {self.estimator!r} uses no dynamics, so jacobians='learned' "
-                f"means nothing; estimators with a Jacobian source: {', '.join(USES_DYNAMICS)}"
+                f"means nothing; estimators with a Jacobian source: {', '.join(with_dynamics)}"
             )
         if self.critic is not None and self.critic not in CRITICS:
             raise ValueError(f"unknown critic {self.critic!r}; valid: {', '.join(CRITICS)}")
         if self.critic == "exact" and self.env != "lqg":
             raise ValueError(f"critic='exact' exists only for env 'lqg', not {self.env!r}")
-        for name in ("k", "samples", "batches", "reference_samples", "critic_hidden", "model_hidden"):
+        for name in (
+            "k",
+            "samples",
+            "batches",
+            "reference_samples",
+            "critic_hidden",
+            "model_hidden",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
         if self.batches < 2:
             raise ValueError(f"batches={self.batches!r}: the variance needs >= 2")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma={self.gamma!r}: must be in (0, 1]")
-        if not self.policy_std > 0:
-            raise ValueError(f"policy_std={self.policy_std!r}: must be > 0")
+        if not 0 < self.policy_std < math.inf:
+            raise ValueError(f"policy_std={self.policy_std!r}: must be a finite number > 0")
 
     @property
     def depth(self) -> int | None:
@@ -139,7 +233,8 @@ class Diagnosis:
     cosine: mean over batches of cos(batch estimate, reference).
     cosine_of_mean: cos(mean estimate, reference).
     relative_bias: |mean estimate − reference| / |reference|.
-    bias_standard_error: the Monte-Carlo standard error of relative_bias's numerator, over |reference|.
+    bias_standard_error: the Monte-Carlo standard error of relative_bias's numerator, over
+        |reference|.
     variance: Σ_i Var(estimate_i) over batches.
     relative_variance: variance / |reference|².
     reference_norm: |reference|.
@@ -158,13 +253,18 @@ class Diagnosis:
     seconds: float
 
     def to_json(self, config: DiagnoseConfig) -> str:
-        return json.dumps({"config": dataclasses.asdict(config), **dataclasses.asdict(self)}, indent=2)
+        return json.dumps(
+            {"config": dataclasses.asdict(config), **dataclasses.asdict(self)}, indent=2
+        )
 
     def table(self, config: DiagnoseConfig) -> str:
         rows = [
             ("env", config.env),
-            ("estimator", config.estimator + (f" (k={config.k})" if config.estimator == "svgk" else "")),
-            ("jacobians", config.jacobians if config.estimator in USES_DYNAMICS else "-"),
+            (
+                "estimator",
+                config.estimator + (f" (k={config.k})" if config.estimator == "svgk" else ""),
+            ),
+            ("jacobians", config.jacobians if ESTIMATORS[config.estimator].uses_dynamics else "-"),
             ("samples x batches", f"{config.samples} x {config.batches}"),
             *((f.name, f"{getattr(self, f.name):.4g}") for f in dataclasses.fields(self)),
         ]
@@ -181,9 +281,14 @@ def make_policy(env, config: DiagnoseConfig, key: PRNGKeyArray) -> GaussianPolic
     """lqg: a linear policy at half the LQR gain (stable, not optimal); else the initial MLP."""
     if env.name == "lqg":
         return linear_policy(
-            env.state_size, env.action_size, K=0.5 * env.lqr_gain(config.gamma), init_std=config.policy_std
+            env.state_size,
+            env.action_size,
+            K=0.5 * env.lqr_gain(config.gamma),
+            init_std=config.policy_std,
         )
-    return mlp_policy(env.observe, env.observation_size, env.action_size, key=key, init_std=config.policy_std)
+    return mlp_policy(
+        env.observe, env.observation_size, env.action_size, key=key, init_std=config.policy_std
+    )
 
 
 def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array, float]:
@@ -215,17 +320,6 @@ def _svg_inf(env, policy, dynamics, samples, gamma, key):
     return flatten(g)
 
 
-def _per_step(data: Transition):
-    """Episodes ``[n, T, …]`` as transitions ``[n T, …]``."""
-    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), data)
-
-
-def _stretches(data: Transition, k: int) -> Transition:
-    """Episodes ``[n, T, …]`` cut into consecutive stretches ``[n T/k, k, …]``."""
-    n, horizon = data.t.shape
-    return jax.tree.map(lambda x: x.reshape(n * (horizon // k), k, *x.shape[2:]), data)
-
-
 def estimate(
     env,
     policy: GaussianPolicy,
@@ -239,44 +333,21 @@ def estimate(
     """One batch's estimate of ``∇θ J`` (per episode) by ``config.estimator``."""
     key_data, key_plan = jax.random.split(key)
     data = rollout.episodes(env, policy, key_data, config.samples)
-    horizon = data.t.shape[1]
-    gamma = config.gamma
-    name = config.estimator
-    if name == "svg_inf":
-        g, _ = estimators.policy_gradient(
-            estimators.svg_loss, policy, dynamics, env.reward, None, data, gamma=gamma
-        )
-    elif name in ("svg1", "svgk"):
-        k = config.depth
-        batch = _stretches(data, k)
-        g, _ = estimators.policy_gradient(
-            estimators.svg_loss, policy, dynamics, env.reward, value, batch,
-            gamma=gamma, weights=(horizon // k) * gamma ** batch.t[:, 0].astype(batch.s.dtype),
-        )  # fmt: skip
-    elif name == "svg0":
-        batch = _per_step(data)
-        g, _ = estimators.policy_gradient(
-            estimators.svg0_loss, policy, q, batch, weights=horizon * gamma ** batch.t.astype(batch.s.dtype)
-        )
-    elif name == "actor_critic":
-        batch = _per_step(data)
-        g, _ = estimators.policy_gradient(
-            estimators.actor_critic_loss, policy, value, batch,
-            gamma=gamma, weights=horizon * gamma ** batch.t.astype(batch.s.dtype),
-        )  # fmt: skip
-    elif name == "reinforce":
-        g, _ = estimators.policy_gradient(estimators.reinforce_loss, policy, data, gamma=gamma, baseline=value)
-    elif name == "planner":
-        g, _ = estimators.policy_gradient(
-            estimators.planner_loss, policy, dynamics, env.reward, None, data.s[:, 0], data.t[:, 0],
-            key=key_plan, steps=horizon, gamma=gamma,
-        )  # fmt: skip
-    else:  # unreachable: DiagnoseConfig checks the name
-        raise ValueError(name)
+    inputs = Inputs(env, dynamics, value, q, config.gamma, config.depth, key_plan)
+    g, _ = estimators.policy_gradient(ESTIMATORS[config.estimator].loss, policy, data, inputs)
     return flatten(g)
 
 
-def fit(module, loss_fn, data, *, steps: int, key: PRNGKeyArray, batch_size: int = 256, learning_rate=1e-3):
+def fit(
+    module,
+    loss_fn,
+    data,
+    *,
+    steps: int,
+    key: PRNGKeyArray,
+    batch_size: int = 256,
+    learning_rate=1e-3,
+):
     """Adam on ``mean(loss_fn(module, *example))`` over random mini-batches of ``data``
     (a tuple of arrays with a common leading axis). Returns the fitted module."""
     optimizer = optax.adam(learning_rate)
@@ -293,22 +364,31 @@ def fit(module, loss_fn, data, *, steps: int, key: PRNGKeyArray, batch_size: int
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), None
 
-    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(key, steps))
+    (params, _), _ = jax.lax.scan(
+        step, (params, optimizer.init(params)), jax.random.split(key, steps)
+    )
     return eqx.combine(params, static)
 
 
 def fit_model(env, policy, config: DiagnoseConfig, key) -> DynamicsModel:
     """A learned model of width ``model_hidden``, fitted by maximum likelihood to on-policy data."""
     key_data, key_init, key_fit = jax.random.split(key, 3)
-    data = _per_step(rollout.episodes(env, policy, key_data, config.model_samples))
+    data = rollout.per_step(rollout.episodes(env, policy, key_data, config.model_samples))
     model = dynamics_model(
-        env.observe, env.observation_size, env.state_size, env.action_size,
-        key=key_init, hidden=config.model_hidden,
-    ).with_statistics(data.s, data.a, data.s_next)  # fmt: skip
+        env.observe,
+        env.observation_size,
+        env.state_size,
+        env.action_size,
+        key=key_init,
+        hidden=config.model_hidden,
+    ).with_statistics(data.s, data.a, data.s_next)
     return fit(
-        model, lambda m, s, a, s_next: m.nll(s, a, s_next), (data.s, data.a, data.s_next),
-        steps=config.model_steps, key=key_fit,
-    )  # fmt: skip
+        model,
+        lambda m, s, a, s_next: m.nll(s, a, s_next),
+        (data.s, data.a, data.s_next),
+        steps=config.model_steps,
+        key=key_fit,
+    )
 
 
 def fit_critics(env, policy, config: DiagnoseConfig, key):
@@ -316,18 +396,37 @@ def fit_critics(env, policy, config: DiagnoseConfig, key):
     key_data, key_v, key_q, key_fit_v, key_fit_q = jax.random.split(key, 5)
     data = rollout.episodes(env, policy, key_data, config.critic_samples)
     g = jax.vmap(lambda r: estimators.returns_to_go(r, config.gamma))(data.r)
-    flat = _per_step(data)
+    flat = rollout.per_step(data)
     g = g.reshape(-1)
     hidden = (config.critic_hidden, config.critic_hidden)
     horizon = data.t.shape[1]
-    v = critics.value_function(env.observe, env.observation_size, key=key_v, hidden=hidden, horizon=horizon)
+    v = critics.value_function(
+        env.observe, env.observation_size, key=key_v, hidden=hidden, horizon=horizon
+    )
     q = critics.q_function(
-        env.observe, env.observation_size, env.action_size, key=key_q, hidden=hidden, horizon=horizon
+        env.observe,
+        env.observation_size,
+        env.action_size,
+        key=key_q,
+        hidden=hidden,
+        horizon=horizon,
     )
     # Returns can be large: fit in units of their spread, then scale back.
     scale = jnp.maximum(g.std(), 1e-6)
-    v = fit(v, lambda v, s, t, y: (v(s, t) - y / scale) ** 2, (flat.s, flat.t, g), steps=config.critic_steps, key=key_fit_v)
-    q = fit(q, lambda q, s, a, t, y: (q(s, a, t) - y / scale) ** 2, (flat.s, flat.a, flat.t, g), steps=config.critic_steps, key=key_fit_q)
+    v = fit(
+        v,
+        lambda v, s, t, y: (v(s, t) - y / scale) ** 2,
+        (flat.s, flat.t, g),
+        steps=config.critic_steps,
+        key=key_fit_v,
+    )
+    q = fit(
+        q,
+        lambda q, s, a, t, y: (q(s, a, t) - y / scale) ** 2,
+        (flat.s, flat.a, flat.t, g),
+        steps=config.critic_steps,
+        key=key_fit_q,
+    )
     return (lambda s, t: scale * v(s, t)), (lambda s, a, t: scale * q(s, a, t))
 
 
@@ -356,26 +455,32 @@ def diagnose(config: DiagnoseConfig) -> Diagnosis:
     """Runs the diagnosis described in the module docstring."""
     start = time.perf_counter()
     env = make_env(config)
-    key_policy, key_ref, key_model, key_critic, key_batches = jax.random.split(jax.random.key(config.seed), 5)
+    key_policy, key_ref, key_model, key_critic, key_batches = jax.random.split(
+        jax.random.key(config.seed), 5
+    )
     policy = make_policy(env, config, key_policy)
     reference, reference_se = reference_gradient(env, policy, config, key_ref)
 
     model = fit_model(env, policy, config, key_model) if config.jacobians == "learned" else None
     dynamics = make_dynamics(config.jacobians, env, model)
     value = q = None
-    if config.estimator in ("svg1", "svgk", "svg0", "actor_critic", "reinforce"):
+    if ESTIMATORS[config.estimator].reads_critic:
         critic = config.critic or ("exact" if env.name == "lqg" else "fitted")
         if critic == "exact":
             value, q = exact_critics(env, policy, config)
         else:
             value, q = fit_critics(env, policy, config, key_critic)
 
-    one = eqx.filter_jit(lambda key: estimate(env, policy, config, key, dynamics=dynamics, value=value, q=q))
+    one = eqx.filter_jit(
+        lambda key: estimate(env, policy, config, key, dynamics=dynamics, value=value, q=q)
+    )
     grads = np.stack([np.asarray(one(k)) for k in jax.random.split(key_batches, config.batches)])
     return summarise(grads, np.asarray(reference), reference_se, time.perf_counter() - start)
 
 
-def summarise(grads: np.ndarray, reference: np.ndarray, reference_se: float, seconds: float) -> Diagnosis:
+def summarise(
+    grads: np.ndarray, reference: np.ndarray, reference_se: float, seconds: float
+) -> Diagnosis:
     """The statistics of :class:`Diagnosis` from per-batch estimates ``[batches, n_θ]``."""
     if not np.isfinite(grads).all():
         raise FloatingPointError("a gradient estimate is not finite")

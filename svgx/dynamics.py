@@ -1,4 +1,5 @@
-"""The Jacobian source (SPEC §2): one interface, two implementations.
+"""The Jacobian source (paper §4.1; docs/design.md, "Jacobian sources"): one interface,
+two implementations.
 
 An estimator holds a :class:`Dynamics` and calls only
 
@@ -14,6 +15,7 @@ This is the ablation axis of svgx.
 from __future__ import annotations
 
 import abc
+from typing import Literal, get_args
 
 import equinox as eqx
 import jax
@@ -38,7 +40,9 @@ class Dynamics(eqx.Module):
         """The noise under which ``f̂(s, a, ξ)`` reproduces ``s_next``."""
 
     @abc.abstractmethod
-    def __call__(self, s: Float[Array, " n_s"], a: Float[Array, " n_a"], xi: PyTree) -> Float[Array, " n_s"]:
+    def __call__(
+        self, s: Float[Array, " n_s"], a: Float[Array, " n_a"], xi: PyTree
+    ) -> Float[Array, " n_s"]:
         """``s' = f̂(s, a, ξ)``, differentiable in ``s`` and ``a``."""
 
     @abc.abstractmethod
@@ -54,7 +58,7 @@ class SimulatorDynamics(Dynamics):
     rounding (a constant, so it does not change any Jacobian) and makes the rebuilt
     stretch coincide with the recorded one; where no noise was reported
     (``env_noise`` of size 0, or a task that hides its noise) it is the additive
-    residual of SPEC §2.
+    residual of the paper's additive-noise case (§4.1).
     """
 
     env: Env = eqx.field(static=True)
@@ -86,11 +90,13 @@ class LearnedDynamics(Dynamics):
         return jax.random.normal(key, (self.model.state_size,))
 
 
-JACOBIAN_SOURCES = ("simulator", "learned")
+Jacobians = Literal["simulator", "learned"]
+JACOBIAN_SOURCES: tuple[str, ...] = get_args(Jacobians)
 
 
 def make_dynamics(source: str, env: Env, model: DynamicsModel | None = None) -> Dynamics:
-    """``"simulator"`` or ``"learned"`` (which needs ``model``)."""
+    """The Jacobian source named ``source``: ``"simulator"`` (the task's own
+    :meth:`~envs.base.Env.transition`) or ``"learned"`` (``model``, which it needs)."""
     if source == "simulator":
         return SimulatorDynamics(env)
     if source == "learned":
@@ -98,4 +104,3 @@ def make_dynamics(source: str, env: Env, model: DynamicsModel | None = None) -> 
             raise ValueError("jacobians='learned' needs a dynamics model")
         return LearnedDynamics(model)
     raise ValueError(f"unknown Jacobian source {source!r}; valid: {', '.join(JACOBIAN_SOURCES)}")
-

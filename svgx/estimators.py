@@ -1,4 +1,6 @@
-"""Policy-gradient estimators (SPEC §3): one value-expansion mechanism, and baselines.
+"""Policy-gradient estimators (paper §4): one value-expansion mechanism, and baselines.
+
+docs/design.md, "Value expansion", explains the mechanism at length.
 
 **Value expansion.** Take a stretch of a real trajectory ``(s_j, a_j, …, s_{j+k})``,
 infer its policy noises ``η_t`` and dynamics noises ``ξ_t`` at the current
@@ -21,7 +23,8 @@ SVG(0)     none                                    ``Q(s, π(s, η))``     Alg. 
 =========  ======================================  ====================  ==========
 
 and the :class:`~svgx.dynamics.Dynamics` held picks the Jacobian source.
-Replayed stretches are weighted by truncated importance weights (SPEC §3).
+Replayed stretches are weighted by truncated importance weights (paper eq. 13,
+truncated; docs/design.md, "Replay and importance weights").
 
 **Baselines.** The planner (the same recursion along trajectories simulated with
 fresh noise), the likelihood-ratio actor-critic (TD error) and REINFORCE.
@@ -112,8 +115,10 @@ def _weights(policy, batch, truncation, extra):
     if truncation is None:
         w = jnp.ones(n, batch.s.dtype)
     else:
-        log_p = jax.vmap(jax.vmap(policy.log_prob))(batch.s, batch.a) if batch.a.ndim == 3 else (
-            jax.vmap(policy.log_prob)(batch.s, batch.a)
+        log_p = (
+            jax.vmap(jax.vmap(policy.log_prob))(batch.s, batch.a)
+            if batch.a.ndim == 3
+            else (jax.vmap(policy.log_prob)(batch.s, batch.a))
         )
         w = truncated_importance_weights(log_p, batch.log_prob, truncation)
     if extra is not None:
@@ -139,9 +144,9 @@ def svg_loss(
     ``weights`` multiplies further per-stretch weights (e.g. ``γ^{t_j}``).
     """
     w = _weights(policy, batch, truncation, weights)
-    surrogate = jax.vmap(lambda stretch: value_expansion(policy, dynamics, reward, value, stretch, gamma))(
-        batch
-    )
+    surrogate = jax.vmap(
+        lambda stretch: value_expansion(policy, dynamics, reward, value, stretch, gamma)
+    )(batch)
     return -jnp.mean(w * surrogate), {"importance_weight": w, "surrogate": surrogate}
 
 
@@ -153,7 +158,8 @@ def svg0_loss(
     truncation: float | Float[Array, ""] | None = None,
     weights: Float[Array, " batch"] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
-    """SVG(0) (Alg. 3) for a batch of transitions: ``−mean(w Q(s, π(s, η; θ), t))``, ``η`` inferred."""
+    """SVG(0) (Alg. 3) for a batch of transitions: ``−mean(w Q(s, π(s, η; θ), t))``, ``η``
+    inferred."""
     w = _weights(policy, batch, truncation, weights)
     eta = jax.lax.stop_gradient(jax.vmap(policy.infer_noise)(batch.s, batch.a))
     a = jax.vmap(policy.action)(batch.s, eta)
@@ -178,9 +184,7 @@ def planner_loss(
     batch = s_0.shape[0]
     key_eta, key_xi = jax.random.split(key)
     eta = jax.random.normal(key_eta, (batch, steps, policy_action_size(policy, s_0[0])), s_0.dtype)
-    xi = jax.vmap(jax.vmap(dynamics.sample_noise))(
-        jax.random.split(key_xi, (batch, steps))
-    )
+    xi = jax.vmap(jax.vmap(dynamics.sample_noise))(jax.random.split(key_xi, (batch, steps)))
     t = t_0[:, None] + jnp.arange(steps)
 
     def one(s, t_i, eta_i, xi_i):
@@ -207,7 +211,11 @@ def actor_critic_loss(
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
     """Likelihood-ratio actor-critic: ``∇θ = mean(δ ∇θ log π(a|s))``,
     ``δ = r + γ V(s', t+1) − V(s, t)`` (on-policy transitions)."""
-    delta = batch.r + gamma * jax.vmap(value)(batch.s_next, batch.t + 1) - jax.vmap(value)(batch.s, batch.t)
+    delta = (
+        batch.r
+        + gamma * jax.vmap(value)(batch.s_next, batch.t + 1)
+        - jax.vmap(value)(batch.s, batch.t)
+    )
     delta = jax.lax.stop_gradient(delta)
     if weights is not None:
         delta = delta * jax.lax.stop_gradient(weights)
@@ -215,7 +223,7 @@ def actor_critic_loss(
     return -jnp.mean(delta * log_p), {"td_error": delta}
 
 
-def returns_to_go(r: Float[Array, "T"], gamma: float | Float[Array, ""]) -> Float[Array, "T"]:
+def returns_to_go(r: Float[Array, " T"], gamma: float | Float[Array, ""]) -> Float[Array, " T"]:
     """``G_t = Σ_{t' ≥ t} γ^{t'−t} r_{t'}`` by a reverse scan."""
 
     def body(g, r_t):

@@ -5,24 +5,28 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
 
-from svgx import rundir, sweep
-from svgx.config import USES_DYNAMICS
+from svgx import rundir
 from svgx.io import atomic_write_bytes
 
 
-def confidence_band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def confidence_band(
+    values: np.ndarray, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(mean, low, high)`` over the last axis (seeds): a Student-t interval of the mean."""
     values = np.asarray(values, float)
     n = np.sum(np.isfinite(values), axis=-1)
-    mean = np.nanmean(values, axis=-1)
-    if values.shape[-1] < 2:
-        return mean, mean, mean
-    sem = np.nanstd(values, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1))
+    with warnings.catch_warnings():  # a chunk where every seed is NaN (a run that went non-finite)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=-1)
+        if values.shape[-1] < 2:
+            return mean, mean, mean
+        sem = np.nanstd(values, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1))
     half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sem
     return mean, mean - half, mean + half
 
@@ -43,7 +47,7 @@ def label(path: pathlib.Path, n_seeds: int | None = None) -> str:
     except rundir.RunDirError:
         return path.name
     c = spec.config
-    jac = f" ({c.jacobians})" if c.algo in USES_DYNAMICS else ""
+    jac = f" ({c.jacobians})" if c.algorithm.uses_dynamics else ""
     return f"{c.algo}{jac} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
 
 
@@ -55,7 +59,10 @@ def _baseline(path: pathlib.Path) -> dict | None:
 
 
 def plot_runs(
-    dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path, metric: str = "eval_return", title: str = ""
+    dirs: Sequence[str | pathlib.Path],
+    out: str | pathlib.Path,
+    metric: str = "eval_return",
+    title: str = "",
 ) -> pathlib.Path:
     """Draws every run directory's ``metric`` against environment steps into ``out`` (PNG)."""
     import matplotlib
@@ -70,13 +77,17 @@ def plot_runs(
         if not history:
             raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
         if metric not in history[0]:
-            raise rundir.RunDirError(f"metric={metric!r}: not recorded; recorded: {', '.join(sorted(history[0]))}")
+            raise rundir.RunDirError(
+                f"metric={metric!r}: not recorded; recorded: {', '.join(sorted(history[0]))}"
+            )
         steps, values = curve(history, metric)
-        combos = sweep.member_labels(d)
+        combos = rundir.member_labels(d)
         if combos is None:
             combos = [(label(d), np.arange(values.shape[1]))]
         else:  # a sweep group: one curve per hyperparameter combination
-            combos = [(f"{label(d, len(m))}" + (f": {name}" if name else ""), m) for name, m in combos]
+            combos = [
+                (f"{label(d, len(m))}" + (f": {name}" if name else ""), m) for name, m in combos
+            ]
         for name, members in combos:
             mean, low, high = confidence_band(values[:, members])
             (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)

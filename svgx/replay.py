@@ -1,4 +1,4 @@
-"""The replay database (SPEC): a fixed-capacity ring buffer of transitions.
+"""The replay database (paper Alg. 2's ``D``): a fixed-capacity ring buffer of transitions.
 
 A replay database holding s, a, r, s', t, done, behaviour log-probability and
 environment noise; uniform sampling of transitions and length-k sequences that
@@ -85,9 +85,7 @@ def init(capacity: int, example: Transition) -> ReplayBuffer:
                 f"example.{name} must have leading dim n_envs = {n_envs} (that of example.r); "
                 f"got shape {jnp.shape(leaf)}"
             )
-    data = jax.tree.map(
-        lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.result_type(x)), example
-    )
+    data = jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.result_type(x)), example)
     zero = jnp.zeros((), jnp.int32)
     return ReplayBuffer(data=data, position=zero, size=zero)
 
@@ -97,7 +95,7 @@ def add(buffer: ReplayBuffer, row: Transition) -> ReplayBuffer:
 
     Advances ``position`` modulo ``capacity``; ``size = min(size + 1, capacity)``.
     """
-    for (name, x), (_, y) in zip(_fields(buffer.data), _fields(row)):
+    for (name, x), (_, y) in zip(_fields(buffer.data), _fields(row), strict=True):
         if jnp.shape(y) != x.shape[1:]:
             raise ValueError(
                 f"row.{name} must have shape {x.shape[1:]} (the buffer's [n_envs, ...]); "
@@ -211,7 +209,7 @@ def sample_sequences(
     return _gather(buffer.data, rows, (cell % n_envs)[:, None])
 
 
-def _gather(data: Transition, rows: Int[Array, "..."], envs: Int[Array, "..."]) -> Transition:
+def _gather(data: Transition, rows: Int[Array, " ..."], envs: Int[Array, " ..."]) -> Transition:
     # Broadcast rows against envs, keep each leaf's trailing feature dims.
     return jax.tree.map(lambda x: x[rows, envs], data)
 

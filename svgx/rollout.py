@@ -51,3 +51,17 @@ def episode(
 def episodes(env: Env, policy: GaussianPolicy, key: PRNGKeyArray, n: int, **kwargs) -> Transition:
     """``n`` independent episodes; leaves ``[n, steps, …]``."""
     return jax.vmap(lambda k: episode(env, policy, k, **kwargs))(jax.random.split(key, n))
+
+
+def per_step(episodes: Transition) -> Transition:
+    """Episodes (leaves ``[n, T, …]``) as one batch of transitions (leaves ``[n T, …]``)."""
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), episodes)
+
+
+def stretches(episodes: Transition, k: int) -> Transition:
+    """Episodes (leaves ``[n, T, …]``) cut into consecutive, non-overlapping stretches of
+    ``k`` steps (leaves ``[n T/k, k, …]``); ``k`` must divide ``T``."""
+    n, horizon = episodes.t.shape
+    if horizon % k:
+        raise ValueError(f"k={k} must divide the episode length {horizon}")
+    return jax.tree.map(lambda x: x.reshape(n * (horizon // k), k, *x.shape[2:]), episodes)

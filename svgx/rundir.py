@@ -7,6 +7,7 @@ run never leaves a half-written file)::
     DIR/metrics.jsonl     one JSON object per chunk and seed
     DIR/checkpoint.eqx    the TrainState of every seed after the last chunk (Equinox serialisation)
     DIR/curve.png         learning curve (mean and 95% confidence band over seeds)
+    DIR/stopped.json      only when the run went non-finite: where and why (it cannot be resumed)
 
 The metrics file is written before the checkpoint: after a crash between the
 two, resuming drops the metrics of chunks the checkpoint does not hold and
@@ -26,10 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from svgx.config import Config, Hyperparams
+from svgx.divergence import Divergence, NonFiniteLimits
 from svgx.io import atomic_write_bytes, atomic_write_text
 
-FORMAT = 1  # bump when the layout or the TrainState changes incompatibly
+FORMAT = 2  # bump when the layout or the TrainState changes incompatibly (2: svgx.algorithms)
 CONFIG, METRICS, CHECKPOINT, CURVE = "config.json", "metrics.jsonl", "checkpoint.eqx", "curve.png"
+STOPPED = "stopped.json"  # written when the run went non-finite (svgx.divergence)
 
 
 class RunDirError(ValueError):
@@ -44,12 +47,24 @@ class RunSpec:
     hparams: Hyperparams
     seeds: int
     seed: int
+    limits: NonFiniteLimits = dataclasses.field(default_factory=NonFiniteLimits)
 
     def to_json(self) -> str:
-        hp = {f.name: np.asarray(getattr(self.hparams, f.name)).tolist() for f in dataclasses.fields(Hyperparams)}
+        hp = {
+            f.name: np.asarray(getattr(self.hparams, f.name)).tolist()
+            for f in dataclasses.fields(Hyperparams)
+        }
         config = dataclasses.asdict(self.config)
         return json.dumps(
-            dict(format=FORMAT, config=config, hparams=hp, seeds=self.seeds, seed=self.seed), indent=2
+            dict(
+                format=FORMAT,
+                config=config,
+                hparams=hp,
+                seeds=self.seeds,
+                seed=self.seed,
+                limits=dataclasses.asdict(self.limits),
+            ),
+            indent=2,
         )
 
     @staticmethod
@@ -59,7 +74,9 @@ class RunSpec:
         except json.JSONDecodeError as error:
             raise RunDirError(f"{where}: not valid JSON ({error})") from None
         if isinstance(data, dict) and "baseline" in data:
-            raise RunDirError(f"{where}: a Brax baseline run (svgx baseline); it cannot be resumed, run it again")
+            raise RunDirError(
+                f"{where}: a Brax baseline run (svgx baseline); it cannot be resumed, run it again"
+            )
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else None
             raise RunDirError(
@@ -71,8 +88,13 @@ class RunSpec:
             for name in ("policy_hidden", "critic_hidden"):
                 config[name] = tuple(config[name])
             hparams = Hyperparams(**{k: _array_or_float(v) for k, v in data["hparams"].items()})
-            return RunSpec(Config(**config), hparams, int(data["seeds"]), int(data["seed"]))
-        except (KeyError, TypeError) as error:
+            limits = NonFiniteLimits(**data.get("limits", {}))
+            return RunSpec(Config(**config), hparams, int(data["seeds"]), int(data["seed"]), limits)
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as error:  # ValueError: e.g. an algorithm not registered here
             raise RunDirError(f"{where}: missing or unexpected field ({error})") from None
 
 
@@ -81,7 +103,8 @@ def _array_or_float(value):
 
 
 def create(path: str | pathlib.Path, spec: RunSpec, *, overwrite: bool = False) -> pathlib.Path:
-    """Makes ``path`` a fresh run directory for ``spec``; refuses an existing run unless ``overwrite``."""
+    """Makes ``path`` a fresh run directory for ``spec``; refuses an existing run unless
+    ``overwrite``."""
     path = pathlib.Path(path)
     if (path / CONFIG).exists() and not overwrite:
         raise RunDirError(
@@ -89,7 +112,7 @@ def create(path: str | pathlib.Path, spec: RunSpec, *, overwrite: bool = False) 
             "--overwrite to replace it, or another directory"
         )
     if overwrite:
-        for name in (METRICS, CHECKPOINT, CURVE):
+        for name in (METRICS, CHECKPOINT, CURVE, STOPPED):
             (path / name).unlink(missing_ok=True)
     atomic_write_text(path / CONFIG, spec.to_json())
     return path
@@ -129,7 +152,9 @@ def read_metrics(path: str | pathlib.Path) -> list[dict[str, np.ndarray]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise RunDirError(f"{file}:{number}: not a JSON line; the metrics file is corrupt") from None
+            raise RunDirError(
+                f"{file}:{number}: not a JSON line; the metrics file is corrupt"
+            ) from None
     history: list[dict[str, list]] = []
     for row in rows:
         chunk, seed = row.pop("chunk"), row.pop("seed")
@@ -162,7 +187,8 @@ def save_checkpoint(path: str | pathlib.Path, state, chunks_done: int) -> None:
 
 
 def load_checkpoint(path: str | pathlib.Path, like):
-    """``(state, chunks_done)`` from ``path``, shaped like ``like`` (a state or its ``eval_shape``)."""
+    """``(state, chunks_done)`` from ``path``, shaped like ``like`` (a state or its
+    ``eval_shape``)."""
     file = pathlib.Path(path) / CHECKPOINT
     if not file.is_file():
         raise RunDirError(f"{str(file)!r}: no checkpoint to resume from")
@@ -171,19 +197,74 @@ def load_checkpoint(path: str | pathlib.Path, like):
         lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x,
         like,
     )
-    template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype) if _is_array_like(x) else x, template)
+    template = jax.tree.map(
+        lambda x: np.zeros(x.shape, x.dtype) if _is_array_like(x) else x, template
+    )
     try:
         with open(file, "rb") as f:
             chunks_done, state = eqx.tree_deserialise_leaves(f, (np.zeros((), np.int32), template))
             if f.read(1):
                 raise ValueError("trailing bytes")
-    except Exception as error:  # noqa: BLE001 - numpy raises several kinds on bad bytes
+    except Exception as error:
         raise RunDirError(
-            f"{str(file)!r}: corrupt or from another run configuration ({type(error).__name__}: {error})"
+            f"{str(file)!r}: corrupt or from another run configuration "
+            f"({type(error).__name__}: {error})"
         ) from None
-    state = jax.tree.map(lambda x, is_key: jax.random.wrap_key_data(x) if is_key else jnp.asarray(x), state, keys)
+    state = jax.tree.map(
+        lambda x, is_key: jax.random.wrap_key_data(x) if is_key else jnp.asarray(x), state, keys
+    )
     return state, int(chunks_done)
 
 
 def _is_array_like(x) -> bool:
     return isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray))
+
+
+# --- runs that went non-finite -------------------------------------------------------
+
+
+def write_stopped(path: str | pathlib.Path, divergence: Divergence) -> None:
+    """Records that the run in ``path`` stopped non-finite, where and why."""
+    atomic_write_text(
+        pathlib.Path(path) / STOPPED, json.dumps(dataclasses.asdict(divergence), indent=2)
+    )
+
+
+def read_stopped(path: str | pathlib.Path) -> Divergence | None:
+    """Where and why the run in ``path`` stopped non-finite, or None if it did not."""
+    file = pathlib.Path(path) / STOPPED
+    if not file.is_file():
+        return None
+    try:
+        return Divergence(**json.loads(file.read_text()))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise RunDirError(f"{str(file)!r}: corrupt ({error})") from None
+
+
+def check_resumable(path: str | pathlib.Path) -> None:
+    """Raises :class:`RunDirError` when the run in ``path`` stopped non-finite:
+    resuming would repeat the same chunk (runs are deterministic)."""
+    if (divergence := read_stopped(path)) is not None:
+        raise RunDirError(
+            f"{str(path)!r}: the run stopped because {divergence}; resuming would repeat it, "
+            "start a new run (e.g. with smaller learning rates)"
+        )
+
+
+# --- sweep groups --------------------------------------------------------------------
+
+MEMBERS = "members.json"  # in a sweep group's directory: each member's hyperparameters and seed
+
+
+def member_labels(path: str | pathlib.Path) -> list[tuple[str, np.ndarray]] | None:
+    """For a sweep group directory: ``(label, member indices)`` per hyperparameter
+    combination, from its ``members.json``; ``None`` for a plain run directory."""
+    file = pathlib.Path(path) / MEMBERS
+    if not file.is_file():
+        return None
+    members = json.loads(file.read_text())
+    combos: dict[str, list[int]] = {}
+    for i, member in enumerate(members):
+        label = ", ".join(f"{k}={v}" for k, v in member.items() if k != "seed")
+        combos.setdefault(label, []).append(i)
+    return [(label, np.asarray(indices)) for label, indices in combos.items()]

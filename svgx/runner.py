@@ -38,7 +38,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from svgx import rundir
 from svgx.config import Config, Hyperparams
-from svgx.train import TrainState, make_train
+from svgx.divergence import (
+    NonFiniteError,
+    NonFiniteLimits,
+    all_finite,
+    first_divergence,
+    first_nonfinite_part,
+)
+from svgx.train import TrainState, make_train, parameters
+
+# The default of ``run(limits=...)`` (a frozen dataclass, so one shared instance is safe).
+DEFAULT_LIMITS = NonFiniteLimits()
 
 
 @dataclasses.dataclass
@@ -90,13 +100,21 @@ def compiler_options() -> dict | None:
 
 
 def compiled(config: Config, hparams: Hyperparams, n_seeds: int):
-    """``(init, chunk, evaluate)``, each ``jit(vmap(…))`` over seeds."""
+    """``(init, chunk, evaluate)``, each ``jit(vmap(…))`` over seeds; ``evaluate``
+    also reports, per part, whether each seed's parameters are all finite."""
     train = make_train(config)
     axes = hyperparams_axes(hparams, n_seeds)
     options = compiler_options()
+
+    def evaluate_and_check(state, key):
+        finite = {part: all_finite(tree) for part, tree in parameters(state).items()}
+        return train.evaluate(state, key), finite
+
     init = jax.jit(jax.vmap(train.init, in_axes=(0, axes)), compiler_options=options)
-    chunk = jax.jit(jax.vmap(train.chunk, in_axes=(0, axes)), donate_argnums=0, compiler_options=options)
-    evaluate = jax.jit(jax.vmap(train.evaluate), compiler_options=options)
+    chunk = jax.jit(
+        jax.vmap(train.chunk, in_axes=(0, axes)), donate_argnums=0, compiler_options=options
+    )
+    evaluate = jax.jit(jax.vmap(evaluate_and_check), compiler_options=options)
     return init, chunk, evaluate
 
 
@@ -115,7 +133,11 @@ def _put(tree, mesh: Mesh):
     """
 
     def put(x):
-        x = np.asarray(x) if not jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key) else x
+        x = (
+            np.asarray(x)
+            if not jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
+            else x
+        )
         spec = PartitionSpec("seeds") if np.ndim(x) > 0 else PartitionSpec()
         sharding = NamedSharding(mesh, spec)
         if isinstance(x, jax.Array) and jax.process_count() == 1:
@@ -149,13 +171,20 @@ def run(
     start: tuple[TrainState, list] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     devices=None,
+    limits: NonFiniteLimits = DEFAULT_LIMITS,
 ) -> Run:
     """Trains ``seeds`` seeds of ``config`` in one program and returns the :class:`Run`.
 
-    ``progress`` receives one line per chunk (default: print to stderr);
-    ``on_chunk(index, state, history)`` is called after each chunk (checkpoints);
-    ``start=(state, history)`` continues from a saved state after ``len(history)``
-    chunks; ``should_stop()`` is asked after each chunk (Ctrl-C).
+    ``progress`` receives one line per chunk (default: print to stderr) and a
+    summary per seed at the end; ``on_chunk(index, state, history)`` is called
+    after each chunk (checkpoints); ``start=(state, history)`` continues from a
+    saved state after ``len(history)`` chunks; ``should_stop()`` is asked after
+    each chunk (Ctrl-C).
+
+    Raises :class:`~svgx.divergence.NonFiniteError` at the end of the first chunk
+    in which a seed's parameters stop being finite or its non-finite events pass
+    ``limits`` (``on_chunk`` is not called for that chunk; the error carries the
+    metrics of every seed up to it).
     """
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
@@ -178,33 +207,91 @@ def run(
         interrupted, ends = False, [wall]
         for index in range(len(history), config.chunks):
             state, metrics = chunk(state, hp)
-            metrics = _gather({**metrics, **evaluate(state, eval_keys)})
-            metrics = {name: np.asarray(value) for name, value in metrics.items()}
+            evaluation, finite = _gather(evaluate(state, eval_keys))
+            metrics = {
+                name: np.asarray(value)
+                for name, value in {**_gather(metrics), **evaluation}.items()
+            }
             elapsed = offset + time.perf_counter() - wall
             metrics["wall_time"] = np.full(seeds, elapsed)
+            previous = history[-1] if history else None
             history.append(metrics)
             ends.append(time.perf_counter())
             # The first chunk compiles; later ones give the rate (the ETA).
-            per_chunk = (ends[-1] - ends[1]) / (len(ends) - 2) if len(ends) > 2 else ends[1] - ends[0]
-            progress(_progress_line(config, index, metrics, elapsed, per_chunk * (config.chunks - index - 1)))
+            per_chunk = (
+                (ends[-1] - ends[1]) / (len(ends) - 2) if len(ends) > 2 else ends[1] - ends[0]
+            )
+            eta = per_chunk * (config.chunks - index - 1)
+            progress(_progress_line(config, index, metrics, previous, elapsed, eta))
+            divergence = first_divergence(
+                finite, metrics, previous, limits, index + 1, config.chunks
+            )
+            if divergence is not None:
+                result = Run(config, hparams, state, history)
+                progress(f"stopped: {divergence}")
+                _summary(result, progress)
+                raise NonFiniteError(divergence, result)
             if on_chunk is not None:
                 on_chunk(index, state, history)
             if should_stop() and index + 1 < config.chunks:
                 interrupted = True
                 break
-    return Run(config, hparams, state, history, interrupted)
+    result = Run(config, hparams, state, history, interrupted)
+    _summary(result, progress)
+    return result
 
 
-def _progress_line(config: Config, index: int, metrics: dict, elapsed: float, eta: float) -> str:
+def _progress_line(
+    config: Config, index: int, metrics: dict, previous: dict | None, elapsed: float, eta: float
+) -> str:
     done = index + 1
     ret = metrics["eval_return"]
-    return (
+    line = (
         f"[{config.algo} {config.env}] chunk {done}/{config.chunks}  "
         f"env steps {int(metrics['env_steps'].max()):,}  "
-        f"eval return {ret.mean():+.3f} ± {ret.std():.3f}  success {metrics['eval_success'].mean():.0%}  "
-        f"nonfinite {int(metrics['nonfinite_updates'].sum())}  "
+        f"eval return {ret.mean():+.3f} ± {ret.std():.3f}  "
+        f"success {metrics['eval_success'].mean():.0%}  "
         f"{elapsed:.0f}s, ETA {eta:.0f}s"
     )
+    counts = _nonfinite_counts(metrics, previous)
+    if any(counts.values()):
+        line += "  WARNING this chunk: " + ", ".join(f"{n} {what}" for what, n in counts.items())
+    return line
+
+
+def _nonfinite_counts(metrics: dict, previous: dict | None) -> dict[str, int]:
+    """Skipped updates and diverged environment steps, summed over seeds, since ``previous``."""
+
+    def total(name):
+        return int(metrics[name].sum() - (previous[name].sum() if previous is not None else 0))
+
+    return {
+        "skipped updates": total("nonfinite_updates"),
+        "diverged env steps": total("nonfinite_env_steps"),
+    }
+
+
+def _summary(result: Run, progress: Callable[[str], None]) -> None:
+    """One line per seed: its last evaluation and, when there were any, its
+    non-finite events over the whole run."""
+    if not result.metrics:
+        return
+    last = result.metrics[-1]
+    for seed in range(len(last["env_steps"])):
+        line = (
+            f"seed {seed}: eval return {last['eval_return'][seed]:+.3f}, "
+            f"success {last['eval_success'][seed]:.0%} "
+            f"after {int(last['env_steps'][seed]):,} env steps"
+        )
+        skipped, diverged = (
+            int(last["nonfinite_updates"][seed]),
+            int(last["nonfinite_env_steps"][seed]),
+        )
+        if skipped or diverged:
+            line += (
+                f"; WARNING: {skipped} skipped updates, {diverged} diverged env steps in the run"
+            )
+        progress(line)
 
 
 # --- run directories ------------------------------------------------------------------
@@ -221,7 +308,9 @@ def _stop_on_sigint(progress):
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         requested.append(True)
-        progress("interrupt: stopping after the current chunk and saving (Ctrl-C again to abort now)")
+        progress(
+            "interrupt: stopping after the current chunk and saving (Ctrl-C again to abort now)"
+        )
 
     if jax.process_index() != 0 or not _in_main_thread():
         yield lambda: False
@@ -261,6 +350,7 @@ def run_in_dir(
     start = None
     if spec is None:
         spec = rundir.read_spec(out)
+        rundir.check_resumable(out)
         start = _restore(out, spec)
         if start is not None and len(start[1]) >= spec.config.chunks:
             progress(f"{out}: the run is complete ({spec.config.chunks} chunks); nothing to resume")
@@ -286,15 +376,35 @@ def run_in_dir(
             if time.perf_counter() - last_plot[0] >= CURVE_EVERY_S:
                 plot()
 
-    with _stop_on_sigint(progress) as should_stop:
-        result = run(
-            spec.config, spec.hparams, seeds=spec.seeds, seed=spec.seed, progress=progress,
-            on_chunk=save, start=start, should_stop=should_stop, devices=devices,
-        )  # fmt: skip
+    try:
+        with _stop_on_sigint(progress) as should_stop:
+            result = run(
+                spec.config,
+                spec.hparams,
+                seeds=spec.seeds,
+                seed=spec.seed,
+                progress=progress,
+                on_chunk=save,
+                start=start,
+                should_stop=should_stop,
+                devices=devices,
+                limits=spec.limits,
+            )
+    except NonFiniteError as error:
+        # The metrics of every seed up to the bad chunk are kept; its state is not,
+        # so the checkpoint stays the last finite one.
+        if writer:
+            rundir.write_metrics(out, error.run.metrics)
+            rundir.write_stopped(out, error.divergence)
+            plot()
+        raise NonFiniteError(error.divergence, error.run, checkpoint=str(out)) from None
     if writer and saved:
         plot()
     if result.interrupted:
-        progress(f"stopped after chunk {len(result.metrics)}/{spec.config.chunks}; continue with `svgx resume {out}`")
+        progress(
+            f"stopped after chunk {len(result.metrics)}/{spec.config.chunks}; "
+            f"continue with `svgx resume {out}`"
+        )
     return result
 
 
@@ -311,13 +421,21 @@ def _restore(out: pathlib.Path, spec: rundir.RunSpec):
     """``(state, history)`` of the last checkpoint, or None when the run never finished a chunk."""
     if not (out / rundir.CHECKPOINT).exists():
         if rundir.read_metrics(out):
-            raise rundir.RunDirError(f"{str(out)!r}: metrics but no checkpoint; the run directory is damaged")
+            raise rundir.RunDirError(
+                f"{str(out)!r}: metrics but no checkpoint; the run directory is damaged"
+            )
         return None
     with jax.enable_x64(spec.config.float64):
         state, chunks_done = rundir.load_checkpoint(out, state_shape(spec))
+    if (bad := first_nonfinite_part(parameters(state))) is not None:
+        raise rundir.RunDirError(
+            f"{str(out / rundir.CHECKPOINT)!r}: "
+            f"seed {bad[0]}'s {bad[1]} parameters are not finite; refusing to resume from it"
+        )
     history = rundir.read_metrics(out)[:chunks_done]
     if len(history) != chunks_done:
         raise rundir.RunDirError(
-            f"{str(out)!r}: the checkpoint is after chunk {chunks_done} but metrics hold {len(history)} chunks"
+            f"{str(out)!r}: the checkpoint is after chunk {chunks_done} "
+            f"but metrics hold {len(history)} chunks"
         )
     return state, history

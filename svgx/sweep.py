@@ -16,7 +16,8 @@ Configurations that fix shapes (Config fields) make groups; within a group every
 combination of swept hyperparameters × seeds is one member of a single
 ``vmap``-ed (and device-sharded) program, written to one run directory
 ``DIR/<group>/``. Member ``i`` has hyperparameter combination ``i // seeds`` and
-seed ``i % seeds``; ``DIR/members.json`` lists them. Running the sweep again (or
+seed ``i % seeds``; ``DIR/<group>/members.json`` lists them
+(:func:`svgx.rundir.member_labels` reads it). Running the sweep again (or
 ``svgx resume DIR``) skips finished groups and resumes an interrupted one.
 """
 
@@ -26,13 +27,14 @@ import dataclasses
 import itertools
 import json
 import pathlib
+import sys
 import tomllib
 
 import jax.numpy as jnp
-import numpy as np
 
 from svgx import rundir
 from svgx.config import Config, Hyperparams, iterations_for_steps
+from svgx.divergence import NonFiniteError
 from svgx.io import atomic_write_text
 
 SWEEP_FILE = "sweep.toml"
@@ -64,8 +66,12 @@ def parse(text: str, where: str = "sweep file") -> list[Group]:
         )
     seeds, seed, steps = data.get("seeds", 1), data.get("seed", 0), data.get("steps")
     for name, value in (("seeds", seeds), ("seed", seed), ("steps", steps)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < (name != "seed")):
-            raise ValueError(f"{where}: {name}={value!r}: must be an integer >= {int(name != 'seed')}")
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < (name != "seed")
+        ):
+            raise ValueError(
+                f"{where}: {name}={value!r}: must be an integer >= {int(name != 'seed')}"
+            )
 
     def axis(name, value):
         if name in TUPLE_FIELDS:
@@ -78,14 +84,18 @@ def parse(text: str, where: str = "sweep file") -> list[Group]:
     for name, values in {**config_axes, **hp_axes}.items():
         if not values:
             raise ValueError(f"{where}: {name} = []: an axis needs at least one value")
-    hp_combos = [dict(zip(hp_axes, values)) for values in itertools.product(*hp_axes.values())]
+    hp_combos = [
+        dict(zip(hp_axes, values, strict=True)) for values in itertools.product(*hp_axes.values())
+    ]
     for combo in hp_combos:
         Hyperparams(**combo).check()
 
     groups = []
     for index, values in enumerate(itertools.product(*config_axes.values())):
-        fields = dict(zip(config_axes, values))
+        fields = dict(zip(config_axes, values, strict=True))
         config = Config(**fields)
+        # The checks that need the task (e.g. k <= horizon), before anything is written.
+        config.make_env()
         if steps is not None:
             config = dataclasses.replace(config, iterations=iterations_for_steps(config, steps))
         members = [dict(combo, seed=s) for combo in hp_combos for s in range(seeds)]
@@ -93,7 +103,11 @@ def parse(text: str, where: str = "sweep file") -> list[Group]:
             **{name: jnp.asarray([m[name] for m in members], jnp.float32) for name in hp_axes}
         )
         spec = rundir.RunSpec(config, hparams, len(members), seed)
-        jac = f"-{config.jacobians}" if "jacobians" in fields or config.jacobians != "simulator" else ""
+        jac = (
+            f"-{config.jacobians}"
+            if "jacobians" in fields or config.jacobians != "simulator"
+            else ""
+        )
         groups.append(Group(f"g{index:02d}-{config.env}-{config.algo}{jac}", spec, members))
     return groups
 
@@ -107,7 +121,13 @@ def group_dirs(path) -> list[pathlib.Path]:
 
 
 def run_sweep(file: str | None, out: str | None = None, *, progress=None, devices=None) -> list:
-    """Runs (or resumes) the sweep in ``file`` into ``out``; ``file=None`` resumes the sweep ``out``."""
+    """Runs (or resumes) the sweep in ``file`` into ``out``; ``file=None`` resumes the sweep
+    ``out``.
+
+    A group that goes non-finite stops (:mod:`svgx.divergence`) and the other groups
+    still run; then :class:`~svgx.divergence.NonFiniteError` is raised for the first
+    such group. A group that stopped in an earlier invocation is not run again.
+    """
     from svgx import runner
 
     if file is None:
@@ -128,35 +148,49 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
     if not is_sweep_dir(out):
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / SWEEP_FILE, text)
-    results = []
+    results, stopped = [], []
     for group in groups:
         directory = out / group.name
-        atomic_write_text(directory / "members.json", json.dumps(_jsonable(group.members), indent=2))
-        if (directory / rundir.CONFIG).is_file():
-            if rundir.read_spec(directory).to_json() != group.spec.to_json():
-                raise rundir.RunDirError(f"{str(directory)!r}: written by a different sweep configuration")
-            result = runner.run_in_dir(directory, progress=progress, devices=devices)
-        else:
-            result = runner.run_in_dir(directory, group.spec, progress=progress, devices=devices)
+        atomic_write_text(
+            directory / rundir.MEMBERS, json.dumps(_jsonable(group.members), indent=2)
+        )
+        try:
+            if (directory / rundir.CONFIG).is_file():
+                if rundir.read_spec(directory).to_json() != group.spec.to_json():
+                    raise rundir.RunDirError(
+                        f"{str(directory)!r}: written by a different sweep configuration"
+                    )
+                if (divergence := rundir.read_stopped(directory)) is not None:
+                    raise NonFiniteError(divergence, None, checkpoint=str(directory))
+                result = runner.run_in_dir(directory, progress=progress, devices=devices)
+            else:
+                result = runner.run_in_dir(
+                    directory, group.spec, progress=progress, devices=devices
+                )
+        except NonFiniteError as error:  # the other groups still run
+            (progress or _print)(f"{group.name}: {error}")
+            stopped.append(error)
+            continue
         results.append(result)
         if result.interrupted:
             break
+    if stopped:
+        raise (
+            stopped[0]
+            if len(stopped) == 1
+            else NonFiniteError(
+                stopped[0].divergence,
+                stopped[0].run,
+                stopped[0].checkpoint,
+                others=len(stopped) - 1,
+            )
+        )
     return results
+
+
+def _print(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _jsonable(members):
     return [{k: (list(v) if isinstance(v, tuple) else v) for k, v in m.items()} for m in members]
-
-
-def member_labels(path) -> list[tuple[str, np.ndarray]] | None:
-    """For a sweep group directory: ``(label, member indices)`` per hyperparameter combination."""
-    file = pathlib.Path(path) / "members.json"
-    if not file.is_file():
-        return None
-    members = json.loads(file.read_text())
-    combos: dict[str, list[int]] = {}
-    for i, member in enumerate(members):
-        label = ", ".join(f"{k}={v}" for k, v in member.items() if k != "seed")
-        combos.setdefault(label, []).append(i)
-    return [(label, np.asarray(indices)) for label, indices in combos.items()]
-

@@ -1,4 +1,4 @@
-"""Training runs as pure functions (SPEC §4–§5): ``make_train(config) -> Train``.
+"""Training runs as pure functions: ``make_train(config) -> Train``.
 
 ``Train.train(key, hparams) -> (state, metrics)`` is a whole run, one jittable
 function, so ``jax.jit(jax.vmap(train.train))(keys, hparams)`` runs many seeds
@@ -7,24 +7,13 @@ function, so ``jax.jit(jax.vmap(train.train))(keys, hparams)`` runs many seeds
 hparams)`` as often as ``config.chunks`` says; :mod:`svgx.runner` does that,
 evaluating and reporting between chunks.
 
-An iteration collects data from ``config.n_envs`` parallel environments, adds it
-to the replay database, then updates the model, the critic and the policy, in
-that order (paper §5). Algorithms differ only in which estimator the policy
-step uses and where its data comes from:
-
-==============  =================================================  ================
-algorithm       policy step                                        data
-==============  =================================================  ================
-``svg_inf``     SVG(∞): whole episodes, no critic (Alg. 1)          latest episodes
-``svg1``        SVG(1) with ``V``                                  latest episodes
-``svg1_er``     SVG(1) with ``V``, importance-weighted (Alg. 2)    replay
-``svgk_er``     SVG(k) on replayed length-k sequences              replay
-``svg0_er``     SVG(0) with ``Q`` (Alg. 3)                         replay
-``planner``     the recursion along model-simulated trajectories   replayed starts
-``dpg``         ``∇θ Q(s, μθ(s))`` with target networks             replay
-``actor_critic``likelihood ratio with the TD error of ``V``         latest episodes
-``reinforce``   likelihood ratio with returns-to-go, ``V`` baseline latest episodes
-==============  =================================================  ================
+One loop serves every algorithm (:mod:`svgx.algorithms`). An iteration collects
+data from ``config.n_envs`` parallel environments into the replay database, then
+updates the model, the critic and the policy, in that order (paper §5, Alg. 2).
+The loop asks the algorithm what it needs: its data (the latest episodes, with
+one policy step per iteration, or replay, with a policy step at every update),
+its critic (``V``, ``Q`` or none), whether it takes a Jacobian source, how it
+acts, its policy loss and its own state. See docs/design.md for the design.
 
 Numerical safety: every update clips its gradient's global norm; an update
 whose loss or gradient is not finite is skipped (parameters and optimiser state
@@ -42,11 +31,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from svgx import critics, estimators, replay
-from svgx.config import USES_Q, USES_V, Config, Hyperparams
-from svgx.dynamics import LearnedDynamics, SimulatorDynamics
+from svgx import critics, replay, rollout
+from svgx.algorithms import PolicyInputs
+from svgx.config import Config, Hyperparams
+from svgx.dynamics import make_dynamics
 from svgx.model import DynamicsModel, dynamics_model
 from svgx.policy import GaussianPolicy, linear_policy, mlp_policy
 from svgx.replay import ReplayBuffer, Transition
@@ -61,15 +51,18 @@ class EnvState(eqx.Module):
 
 
 class TrainState(eqx.Module):
-    """Everything a run carries from one iteration to the next (one seed)."""
+    """Everything a run carries from one iteration to the next (one seed).
+
+    ``critic`` and ``critic_target`` are ``V`` or ``Q`` (None for an algorithm
+    without a critic), ``model`` the learned dynamics (None with simulator
+    Jacobians), ``extra`` the algorithm's own state (e.g. DPG's target policy).
+    """
 
     policy: GaussianPolicy
-    policy_target: GaussianPolicy | None  # dpg only
-    value: critics.ValueFunction | None
-    value_target: critics.ValueFunction | None
-    q: critics.QFunction | None
-    q_target: critics.QFunction | None
+    critic: critics.ValueFunction | critics.QFunction | None
+    critic_target: critics.ValueFunction | critics.QFunction | None
     model: DynamicsModel | None
+    extra: PyTree
     policy_opt: optax.OptState
     critic_opt: optax.OptState
     model_opt: optax.OptState
@@ -99,11 +92,15 @@ class Train(NamedTuple):
 # into the running ones at this rate every iteration (all of it the first time).
 STATISTICS_BATCH, STATISTICS_RATE = 1024, 0.05
 
-METRICS = (
-    "train_return", "model_nll", "value_loss", "policy_loss", "policy_grad_norm",
-    "importance_weight_mean", "importance_weight_max", "nonfinite_updates",
-    "nonfinite_env_steps", "env_steps", "episodes",
-)  # fmt: skip
+# Metrics of a chunk that are counters or the latest value (the rest are averaged).
+COUNTERS = (
+    "nonfinite_updates",
+    "nonfinite_env_steps",
+    "env_steps",
+    "updates",
+    "episodes",
+    "train_return",
+)
 
 
 def _optimizer(max_grad_norm):
@@ -111,7 +108,9 @@ def _optimizer(max_grad_norm):
 
 
 def _tree_all_finite(tree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))]
+    leaves = [
+        jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -130,7 +129,7 @@ def safe_step(module, opt_state, loss_fn, learning_rate, max_grad_norm, *, enabl
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)  # noqa: E731
     module = eqx.combine(keep(eqx.filter(new_module, eqx.is_inexact_array), params), module)
     opt_state = keep(new_opt_state, opt_state)
-    grad_norm = jnp.where(finite, optax.global_norm(grads), jnp.nan)
+    grad_norm = jnp.where(finite, optax.tree.norm(grads), jnp.nan)
     return module, opt_state, loss, aux, grad_norm, (~finite) & enabled
 
 
@@ -143,27 +142,42 @@ def _init_opt(module, max_grad_norm):
 def make_train(config: Config) -> Train:
     """The pure functions of a run of ``config`` (frozen, closed over)."""
     env = config.make_env()
+    algorithm = config.algorithm
     n_envs, horizon = config.n_envs, env.horizon
     time_input = env.time_dependent if config.time_input is None else config.time_input
     critic_horizon = horizon if time_input else None
-    needs_model = config.jacobians == "learned"
-    uses_v, uses_q = config.algo in USES_V, config.algo in USES_Q
+    needs_model = algorithm.uses_dynamics and config.jacobians == "learned"
+    on_policy = algorithm.data == "episodes"
     low, high = env.action_low, env.action_high
-    if config.squash and not (jnp.allclose(low, -high) and jnp.allclose(high, high[0])):
-        raise ValueError(f"env {env.name!r}: squash=True needs symmetric, equal action bounds")
     scale = float(high[0]) if config.squash else None
-    steps_per_iteration = horizon if config.on_policy else config.steps_per_iteration
+    steps_per_iteration = horizon if on_policy else config.steps_per_iteration
     updates_per_iteration = config.updates_per_step * steps_per_iteration
-    rows = max(config.replay_capacity // n_envs, steps_per_iteration)
-    if config.algo == "svgk_er":
-        rows = max(rows, config.k)
+    rows = max(config.replay_capacity // n_envs, steps_per_iteration, algorithm.sequence_length)
     iterations_per_chunk = config.iterations // config.chunks
     log_uniform = -jnp.sum(jnp.log(high - low))  # behaviour log-density of random actions
 
-    def dynamics(model):
-        return LearnedDynamics(model) if config.jacobians == "learned" else SimulatorDynamics(env)
-
     # --- initialisation --------------------------------------------------------
+    def init_critic(key_v, key_q):
+        """This algorithm's critic, if any (``V`` and ``Q`` draw on different keys)."""
+        if algorithm.critic == "v":
+            return critics.value_function(
+                env.observe,
+                env.observation_size,
+                key=key_v,
+                hidden=config.critic_hidden,
+                horizon=critic_horizon,
+            )
+        if algorithm.critic == "q":
+            return critics.q_function(
+                env.observe,
+                env.observation_size,
+                env.action_size,
+                key=key_q,
+                hidden=config.critic_hidden,
+                horizon=critic_horizon,
+            )
+        return None
+
     def init(key: PRNGKeyArray, hp: Hyperparams) -> TrainState:
         keys = jax.random.split(key, 7)
         if config.linear_policy:
@@ -172,79 +186,94 @@ def make_train(config: Config) -> Train:
             )
         else:
             policy = mlp_policy(
-                env.observe, env.observation_size, env.action_size, key=keys[0],
-                hidden=config.policy_hidden, state_dependent_std=config.state_dependent_std,
-                init_std=hp.init_std, scale=scale, learn_std=config.learn_std,
-            )  # fmt: skip
-        value = q = model = None
-        if uses_v:
-            value = critics.value_function(
-                env.observe, env.observation_size, key=keys[1], hidden=config.critic_hidden,
-                horizon=critic_horizon,
-            )  # fmt: skip
-        if uses_q:
-            q = critics.q_function(
-                env.observe, env.observation_size, env.action_size, key=keys[2],
-                hidden=config.critic_hidden, horizon=critic_horizon,
-            )  # fmt: skip
+                env.observe,
+                env.observation_size,
+                env.action_size,
+                key=keys[0],
+                hidden=config.policy_hidden,
+                state_dependent_std=config.state_dependent_std,
+                init_std=hp.init_std,
+                scale=scale,
+                learn_std=config.learn_std,
+            )
+        critic = init_critic(keys[1], keys[2])
+        model = None
         if needs_model:
             model = dynamics_model(
-                env.observe, env.observation_size, env.state_size, env.action_size,
-                key=keys[3], hidden=config.model_hidden,
-            )  # fmt: skip
+                env.observe,
+                env.observation_size,
+                env.state_size,
+                env.action_size,
+                key=keys[3],
+                hidden=config.model_hidden,
+            )
         s = jax.vmap(env.reset)(jax.random.split(keys[4], n_envs))
         example = Transition(
-            s=s, a=jnp.zeros((n_envs, env.action_size), s.dtype), r=jnp.zeros(n_envs, s.dtype),
-            s_next=s, t=jnp.zeros(n_envs, jnp.int32), done=jnp.zeros(n_envs, bool),
-            log_prob=jnp.zeros(n_envs, s.dtype), noise=jnp.zeros((n_envs, env.noise_size), s.dtype),
-        )  # fmt: skip
+            s=s,
+            a=jnp.zeros((n_envs, env.action_size), s.dtype),
+            r=jnp.zeros(n_envs, s.dtype),
+            s_next=s,
+            t=jnp.zeros(n_envs, jnp.int32),
+            done=jnp.zeros(n_envs, bool),
+            log_prob=jnp.zeros(n_envs, s.dtype),
+            noise=jnp.zeros((n_envs, env.noise_size), s.dtype),
+        )
         zero = jnp.zeros((), jnp.int32)
-        critic = value if uses_v else q
         return TrainState(
             policy=policy,
-            policy_target=policy if config.algo == "dpg" else None,
-            value=value, value_target=value, q=q, q_target=q, model=model,
+            critic=critic,
+            critic_target=critic,
+            model=model,
+            extra=algorithm.init_state(policy),
             policy_opt=_init_opt(policy, hp.max_grad_norm),
             critic_opt=_init_opt(critic, hp.max_grad_norm),
             model_opt=_init_opt(model, hp.max_grad_norm),
             buffer=replay.init(rows, example),
             env=EnvState(s, jnp.zeros(n_envs, jnp.int32), jnp.zeros(n_envs, s.dtype)),
-            key=keys[5], iteration=zero, env_steps=zero, updates=zero,
-            nonfinite_updates=zero, nonfinite_env_steps=zero, episodes=zero,
+            key=keys[5],
+            iteration=zero,
+            env_steps=zero,
+            updates=zero,
+            nonfinite_updates=zero,
+            nonfinite_env_steps=zero,
+            episodes=zero,
             last_return=jnp.zeros((), s.dtype),
-        )  # fmt: skip
+        )
 
     # --- acting ----------------------------------------------------------------
-    def act(policy, s, key, random, hp):
+    def act(policy, extra, s, key, random):
         """(a, behaviour log-probability) for one environment."""
         key_uniform, key_policy = jax.random.split(key)
-        if config.algo == "dpg":
-            mean, _ = policy.distribution(s)
-            u = mean + hp.exploration_std * jax.random.normal(key_policy, mean.shape, mean.dtype)
-            a = policy.squash(u)
-        else:
-            a, _ = policy.sample(s, key=key_policy)
+        a = algorithm.act(policy, extra, s, key=key_policy)
         uniform = jax.random.uniform(key_uniform, a.shape, a.dtype, low, high)
         a = jnp.where(random, uniform, a)
         log_prob = jnp.where(random, log_uniform, policy.log_prob(s, a))
         return a, log_prob
 
-    def env_step(carry, key, hp):
-        policy, env_state, env_steps = carry
+    def env_step(carry, key, policy, extra):
+        env_state, env_steps = carry
         key_act, key_env, key_reset = jax.random.split(key, 3)
         random = env_steps < config.random_steps * n_envs
-        a, log_prob = jax.vmap(lambda s, k: act(policy, s, k, random, hp))(
+        a, log_prob = jax.vmap(lambda s, k: act(policy, extra, s, k, random))(
             env_state.s, jax.random.split(key_act, n_envs)
         )
-        s_next, r, done, info = jax.vmap(env.step)(env_state.s, a, jax.random.split(key_env, n_envs), env_state.t)
+        s_next, r, done, info = jax.vmap(env.step)(
+            env_state.s, a, jax.random.split(key_env, n_envs), env_state.t
+        )
         bad = ~(jnp.all(jnp.isfinite(s_next), axis=-1) & jnp.isfinite(r))
         s_next = jnp.where(bad[:, None], env_state.s, s_next)
         r = jnp.where(bad, 0.0, r)
         done = done | bad
         transition = Transition(
-            s=env_state.s, a=a, r=r, s_next=s_next, t=env_state.t, done=done,
-            log_prob=log_prob, noise=info["noise"].astype(s_next.dtype),
-        )  # fmt: skip
+            s=env_state.s,
+            a=a,
+            r=r,
+            s_next=s_next,
+            t=env_state.t,
+            done=done,
+            log_prob=log_prob,
+            noise=info["noise"].astype(s_next.dtype),
+        )
         episode_return = env_state.episode_return + r
         fresh = jax.vmap(env.reset)(jax.random.split(key_reset, n_envs))
         env_state = EnvState(
@@ -253,25 +282,43 @@ def make_train(config: Config) -> Train:
             episode_return=jnp.where(done, 0.0, episode_return),
         )
         completed = (done.sum(), jnp.where(done, episode_return, 0.0).sum(), bad.sum())
-        return (policy, env_state, env_steps + n_envs), (transition, completed)
+        return (env_state, env_steps + n_envs), (transition, completed)
 
-    def collect(state: TrainState, hp, key):
+    def collect(state: TrainState, key):
+        """``steps_per_iteration`` steps of every environment, into the replay database;
+        also returns them (leaves ``[steps, n_envs, …]``)."""
         env_state = state.env
-        if config.on_policy:  # every iteration is one fresh episode per environment
+        if on_policy:  # every iteration is one fresh episode per environment
             fresh = jax.vmap(env.reset)(jax.random.split(jax.random.fold_in(key, 1), n_envs))
-            env_state = EnvState(fresh, jnp.zeros_like(env_state.t), jnp.zeros_like(env_state.episode_return))
-        (_, env_state, env_steps), (rows_, (n_done, return_sum, n_bad)) = jax.lax.scan(
-            lambda c, k: env_step(c, k, hp), (state.policy, env_state, state.env_steps),
+            env_state = EnvState(
+                fresh, jnp.zeros_like(env_state.t), jnp.zeros_like(env_state.episode_return)
+            )
+        (env_state, env_steps), (rows_, (n_done, return_sum, n_bad)) = jax.lax.scan(
+            lambda c, k: env_step(c, k, state.policy, state.extra),
+            (env_state, state.env_steps),
             jax.random.split(key, steps_per_iteration),
-        )  # fmt: skip
+        )
         n_done, return_sum = n_done.sum(), return_sum.sum()
         last_return = jnp.where(n_done > 0, return_sum / jnp.maximum(n_done, 1), state.last_return)
         state = eqx.tree_at(
-            lambda s: (s.env, s.env_steps, s.episodes, s.last_return, s.nonfinite_env_steps, s.buffer),
+            lambda s: (
+                s.env,
+                s.env_steps,
+                s.episodes,
+                s.last_return,
+                s.nonfinite_env_steps,
+                s.buffer,
+            ),
             state,
-            (env_state, env_steps, state.episodes + n_done, last_return,
-             state.nonfinite_env_steps + n_bad.sum(), replay.add_rows(state.buffer, rows_)),
-        )  # fmt: skip
+            (
+                env_state,
+                env_steps,
+                state.episodes + n_done,
+                last_return,
+                state.nonfinite_env_steps + n_bad.sum(),
+                replay.add_rows(state.buffer, rows_),
+            ),
+        )
         return state, rows_
 
     # --- updates ---------------------------------------------------------------
@@ -291,8 +338,9 @@ def make_train(config: Config) -> Train:
         return eqx.tree_at(lambda s: s.model, state, model)
 
     def update_model(state: TrainState, hp, key, enabled):
+        """One maximum-likelihood step of the dynamics model on replayed transitions (paper §5)."""
         if not needs_model:
-            return state, jnp.nan
+            return state, {}
         batch = replay.sample(state.buffer, key, config.batch_size)
 
         def loss(model):
@@ -302,174 +350,148 @@ def make_train(config: Config) -> Train:
             state.model, state.model_opt, loss, hp.model_lr, hp.max_grad_norm, enabled=enabled
         )
         state = eqx.tree_at(lambda s: (s.model, s.model_opt), state, (model, opt))
-        return _count(state, bad), nll
-
-    def update_critic(state: TrainState, hp, batch: Transition, key, weights, enabled):
-        """One TD step of this algorithm's critic (``V`` or ``Q``), then its target network."""
-        r = hp.reward_scale * batch.r
-        if uses_v:
-            critic = lambda s: (s.value, s.value_target)  # noqa: E731
-
-            def loss(value):
-                return critics.value_td_loss(
-                    value, state.value_target, batch.s, batch.t, r, batch.s_next, hp.gamma, weights
-                ), None
-        elif uses_q:
-            critic = lambda s: (s.q, s.q_target)  # noqa: E731
-            if config.algo == "dpg":
-                a_next = jax.vmap(state.policy_target.mean_action)(batch.s_next)
-            else:
-                a_next, _ = jax.vmap(lambda s, k: state.policy.sample(s, key=k))(
-                    batch.s_next, jax.random.split(key, batch.s.shape[0])
-                )
-            a_next = jax.lax.stop_gradient(a_next)
-
-            def loss(q):
-                return critics.q_td_loss(
-                    q, state.q_target, a_next, batch.s, batch.a, batch.t, r, batch.s_next, hp.gamma, weights
-                ), None
-        else:
-            return state, jnp.nan
-        online, target = critic(state)
-        online, opt, l, _, _, bad = safe_step(
-            online, state.critic_opt, loss, hp.critic_lr, hp.max_grad_norm, enabled=enabled
-        )
-        target = _target_update(state, hp)(target, online)
-        state = eqx.tree_at(lambda s: (*critic(s), s.critic_opt), state, (online, target, opt))
-        return _count(state, bad), l
-
-    def _target_update(state, hp):
-        if config.target_period:
-            return lambda target, online: critics.periodic_copy(target, online, state.updates, config.target_period)
-        return lambda target, online: critics.polyak_update(target, online, hp.tau)
-
-    def policy_loss_fn(state: TrainState, hp, key, episodes: Transition | None):
-        """``(loss(policy) -> (loss, aux), ready)`` for this algorithm's policy step."""
-        algo, gamma = config.algo, hp.gamma
-
-        def reward(s, a, t):
-            return hp.reward_scale * env.reward(s, a, t)
-
-        if episodes is not None:  # the likelihood-ratio estimators read recorded rewards
-            episodes = eqx.tree_at(lambda e: e.r, episodes, hp.reward_scale * episodes.r)
-
-        dyn = dynamics(state.model)
-        if algo == "svg_inf":
-            return lambda p: estimators.svg_loss(p, dyn, reward, None, episodes, gamma=gamma), True
-        if algo == "svg1":
-            stretches = jax.tree.map(lambda x: x.reshape(-1, 1, *x.shape[2:]), episodes)
-            return lambda p: estimators.svg_loss(p, dyn, reward, state.value, stretches, gamma=gamma), True
-        if algo == "actor_critic":
-            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), episodes)
-            return lambda p: estimators.actor_critic_loss(p, state.value, flat, gamma=gamma), True
-        if algo == "reinforce":
-            return lambda p: estimators.reinforce_loss(p, episodes, gamma=gamma, baseline=state.value), True
-        if algo in ("svg1_er", "svgk_er"):
-            length = 1 if algo == "svg1_er" else config.k
-            ready = replay.count_sequence_starts(state.buffer, length) > 0
-            seqs = replay.sample_sequences(state.buffer, key, config.batch_size, length)
-            return (
-                lambda p: estimators.svg_loss(
-                    p, dyn, reward, state.value, seqs, gamma=gamma, truncation=hp.truncation
-                ),
-                ready,
-            )
-        batch = replay.sample(state.buffer, key, config.batch_size)
-        if algo == "svg0_er":
-            return lambda p: estimators.svg0_loss(p, state.q, batch, truncation=hp.truncation), True
-        if algo == "planner":
-            key_plan = jax.random.fold_in(key, 1)
-            return (
-                lambda p: estimators.planner_loss(
-                    p, dyn, reward, state.value, batch.s, batch.t, key=key_plan,
-                    steps=config.planner_horizon, gamma=gamma,
-                ),
-                True,
-            )  # fmt: skip
-        if algo == "dpg":
-
-            def loss(p):
-                q = jax.vmap(lambda s, t: state.q(s, p.mean_action(s), t))(batch.s, batch.t)
-                return -jnp.mean(q), {}
-
-            return loss, True
-        raise AssertionError(algo)  # Config checks the name
-
-    def update_policy(state: TrainState, hp, key, episodes, enabled):
-        loss_fn, ready = policy_loss_fn(state, hp, key, episodes)
-        policy, opt, loss, aux, grad_norm, bad = safe_step(
-            state.policy, state.policy_opt, loss_fn, hp.policy_lr, hp.max_grad_norm, enabled=enabled & ready
-        )
-        state = eqx.tree_at(lambda s: (s.policy, s.policy_opt), state, (policy, opt))
-        if config.algo == "dpg":
-            state = eqx.tree_at(
-                lambda s: s.policy_target, state, critics.polyak_update(state.policy_target, state.policy, hp.tau)
-            )
-        w = aux.get("importance_weight", jnp.ones(1)) if isinstance(aux, dict) else jnp.ones(1)
-        return _count(state, bad), (loss, grad_norm, jnp.mean(w), jnp.max(w))
+        return _count(state, bad), {"model_nll": nll}
 
     def critic_batch(state: TrainState, hp, key, episodes):
-        """Transitions for a critic update, with their importance weights."""
-        if config.on_policy:
-            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), episodes)
+        """Transitions for a critic update and their weights: a random batch of the latest
+        episodes (weights 1), or of replay (weights by :meth:`Algorithm.critic_weights`)."""
+        if on_policy:
+            flat = rollout.per_step(episodes)
             index = jax.random.randint(key, (config.batch_size,), 0, flat.t.shape[0])
             batch = jax.tree.map(lambda x: x[index], flat)
             return batch, jnp.ones(config.batch_size, batch.s.dtype)
         batch = replay.sample(state.buffer, key, config.batch_size)
-        if config.algo == "dpg":  # deterministic target policy: no ratio of densities
-            return batch, jnp.ones(config.batch_size, batch.s.dtype)
-        log_p = jax.vmap(state.policy.log_prob)(batch.s, batch.a)
-        return batch, critics.truncated_importance_weights(log_p, batch.log_prob, hp.truncation)
+        return batch, algorithm.critic_weights(state.policy, batch, hp)
+
+    def update_critic(state: TrainState, hp, key_batch, key_next, episodes, enabled):
+        """One weighted TD(0) step of the critic towards its target network, then the
+        target's update (paper §5, Alg. 4); ``Q``'s next actions are the algorithm's."""
+        if algorithm.critic is None:
+            return state, {}
+        batch, weights = critic_batch(state, hp, key_batch, episodes)
+        r, target = hp.reward_scale * batch.r, state.critic_target
+        if algorithm.critic == "q":
+            a_next = algorithm.next_actions(state.policy, state.extra, batch.s_next, key=key_next)
+            a_next = jax.lax.stop_gradient(a_next)
+
+            def loss(q):
+                return critics.q_td_loss(
+                    q, target, a_next, batch.s, batch.a, batch.t, r, batch.s_next, hp.gamma, weights
+                ), None
+        else:
+
+            def loss(value):
+                return critics.value_td_loss(
+                    value, target, batch.s, batch.t, r, batch.s_next, hp.gamma, weights
+                ), None
+
+        online, opt, value_loss, _, _, bad = safe_step(
+            state.critic, state.critic_opt, loss, hp.critic_lr, hp.max_grad_norm, enabled=enabled
+        )
+        if config.target_period:
+            target = critics.periodic_copy(target, online, state.updates, config.target_period)
+        else:
+            target = critics.polyak_update(target, online, hp.tau)
+        state = eqx.tree_at(
+            lambda s: (s.critic, s.critic_target, s.critic_opt), state, (online, target, opt)
+        )
+        return _count(state, bad), {"value_loss": value_loss}
+
+    def update_policy(state: TrainState, hp, key, episodes, enabled):
+        """One step of the algorithm's policy loss, then its own state."""
+        reward = lambda s, a, t: hp.reward_scale * env.reward(s, a, t)  # noqa: E731
+        if episodes is not None:  # the likelihood-ratio estimators read recorded rewards
+            episodes = eqx.tree_at(lambda e: e.r, episodes, hp.reward_scale * episodes.r)
+        dynamics = (
+            make_dynamics(config.jacobians, env, state.model) if algorithm.uses_dynamics else None
+        )
+        inputs = PolicyInputs(
+            critic=state.critic,
+            dynamics=dynamics,
+            reward=reward,
+            episodes=episodes,
+            buffer=state.buffer,
+            batch_size=config.batch_size,
+            hp=hp,
+            extra=state.extra,
+        )
+        loss_fn, ready = algorithm.policy_loss(inputs, key=key)
+        policy, opt, loss, aux, grad_norm, bad = safe_step(
+            state.policy,
+            state.policy_opt,
+            loss_fn,
+            hp.policy_lr,
+            hp.max_grad_norm,
+            enabled=enabled & ready,
+        )
+        extra = algorithm.update_state(state.extra, policy, hp)
+        state = eqx.tree_at(
+            lambda s: (s.policy, s.policy_opt, s.extra),
+            state,
+            (policy, opt, extra),
+            is_leaf=lambda x: x is None,
+        )
+        metrics = {
+            "policy_loss": loss,
+            "policy_grad_norm": grad_norm,
+            **algorithm.policy_metrics(aux),
+        }
+        return _count(state, bad), metrics
 
     # --- one iteration -----------------------------------------------------------
     def iteration(state: TrainState, hp: Hyperparams):
         key, key_collect, key_updates, key_policy = jax.random.split(state.key, 4)
         state = eqx.tree_at(lambda s: s.key, state, key)
-        state, rows_ = collect(state, hp, key_collect)
+        state, rows_ = collect(state, key_collect)
         state = refresh_statistics(state, jax.random.fold_in(key_updates, 7))
-        episodes = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rows_) if config.on_policy else None
+        episodes = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rows_) if on_policy else None
         learning = state.env_steps > config.random_steps * n_envs
 
         def one_update(state, key):
-            key_model, key_critic, key_target, key_pol = jax.random.split(key, 4)
-            state, nll = update_model(state, hp, key_model, learning)
-            batch, weights = critic_batch(state, hp, key_critic, episodes)
-            state, value_loss = update_critic(state, hp, batch, key_target, weights, learning)
-            stats = (jnp.nan, jnp.nan, jnp.nan, jnp.nan)
-            if not config.on_policy:
-                state, stats = update_policy(state, hp, key_pol, None, learning)
+            key_model, key_batch, key_next, key_policy = jax.random.split(key, 4)
+            state, metrics = update_model(state, hp, key_model, learning)
+            state, critic_metrics = update_critic(
+                state, hp, key_batch, key_next, episodes, learning
+            )
+            metrics |= critic_metrics
+            if not on_policy:
+                state, policy_metrics = update_policy(state, hp, key_policy, None, learning)
+                metrics |= policy_metrics
             state = eqx.tree_at(lambda s: s.updates, state, state.updates + 1)
-            return state, (nll, value_loss, *stats)
+            return state, metrics
 
-        state, per_update = jax.lax.scan(one_update, state, jax.random.split(key_updates, updates_per_iteration))
-        nll, value_loss, policy_loss, grad_norm, w_mean, w_max = (jnp.nanmean(x) for x in per_update)
-        if config.on_policy:
-            state, (policy_loss, grad_norm, w_mean, w_max) = update_policy(state, hp, key_policy, episodes, learning)
+        state, per_update = jax.lax.scan(
+            one_update, state, jax.random.split(key_updates, updates_per_iteration)
+        )
+        metrics = {name: jnp.nanmean(values) for name, values in per_update.items()}
+        if on_policy:
+            state, policy_metrics = update_policy(state, hp, key_policy, episodes, learning)
+            metrics |= policy_metrics
         state = eqx.tree_at(lambda s: s.iteration, state, state.iteration + 1)
-        metrics = dict(
-            train_return=state.last_return, model_nll=nll, value_loss=value_loss,
-            policy_loss=policy_loss, policy_grad_norm=grad_norm,
-            importance_weight_mean=w_mean, importance_weight_max=w_max,
-            nonfinite_updates=state.nonfinite_updates, nonfinite_env_steps=state.nonfinite_env_steps,
-            env_steps=state.env_steps, episodes=state.episodes,
-        )  # fmt: skip
+        metrics |= dict(
+            train_return=state.last_return,
+            nonfinite_updates=state.nonfinite_updates,
+            nonfinite_env_steps=state.nonfinite_env_steps,
+            env_steps=state.env_steps,
+            updates=state.updates,
+            episodes=state.episodes,
+        )
         return state, metrics
 
     def chunk(state: TrainState, hp: Hyperparams):
         """``config.iterations / config.chunks`` iterations; metrics averaged over them
         (counters: their value at the end of the chunk)."""
-        state, per_iteration = jax.lax.scan(lambda s, _: iteration(s, hp), state, None, length=iterations_per_chunk)
-        counters = ("nonfinite_updates", "nonfinite_env_steps", "env_steps", "episodes", "train_return")
+        state, per_iteration = jax.lax.scan(
+            lambda s, _: iteration(s, hp), state, None, length=iterations_per_chunk
+        )
         metrics = {
-            name: (values[-1] if name in counters else jnp.nanmean(values))
+            name: (values[-1] if name in COUNTERS else jnp.nanmean(values))
             for name, values in per_iteration.items()
         }
         return state, metrics
 
     def evaluate(state: TrainState, key: PRNGKeyArray):
         """``eval_episodes`` episodes with the mean action: mean return and success rate."""
-        from svgx import rollout
-
         data = rollout.episodes(env, state.policy, key, config.eval_episodes, deterministic=True)
         success = jax.vmap(env.success)(data.s_next[:, -1])
         return dict(eval_return=data.r.sum(1).mean(), eval_success=success.mean())
@@ -482,7 +504,13 @@ def make_train(config: Config) -> Train:
     return Train(init=init, chunk=chunk, evaluate=evaluate, train=train, config=config)
 
 
+def parameters(state: TrainState) -> dict[str, object]:
+    """The learned parameters of a state by part (``policy``, ``critic``, ``model``);
+    a part the algorithm lacks is ``None``. The runner checks these are finite."""
+    return dict(policy=state.policy, critic=state.critic, model=state.model)
+
+
 def _count(state: TrainState, bad) -> TrainState:
-    return eqx.tree_at(lambda s: s.nonfinite_updates, state, state.nonfinite_updates + bad.astype(jnp.int32))
-
-
+    return eqx.tree_at(
+        lambda s: s.nonfinite_updates, state, state.nonfinite_updates + bad.astype(jnp.int32)
+    )

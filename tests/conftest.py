@@ -5,9 +5,9 @@ import os
 # measured 64 s -> 38 s for two training cases). Subprocesses inherit it.
 os.environ.setdefault("SVGX_FAST_COMPILE", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-import svgx  # noqa: E402
+import svgx
 
 # Tests share one persistent compilation cache (overridable with SVGX_CACHE_DIR), so a
 # second run of the suite does not recompile.
@@ -17,7 +17,8 @@ svgx.enable_compilation_cache()
 def pytest_report_header(config):
     import jax
 
-    return f"jax {jax.__version__}, devices {jax.devices()}, cache {os.environ.get('SVGX_CACHE_DIR', '~/.cache/svgx/jax')}"
+    cache = os.environ.get("SVGX_CACHE_DIR", "~/.cache/svgx/jax")
+    return f"jax {jax.__version__}, devices {jax.devices()}, cache {cache}"
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,16 @@ variants of these or larger contact models and run with `pytest -m slow`.
 
 import pytest
 
-VARIANTS = {"swimmer5", "swimmer7", "reacher4", "reacher_moving", "gripper", "cheetah", "cheetah_springs", "walker"}
+VARIANTS = {
+    "swimmer5",
+    "swimmer7",
+    "reacher4",
+    "reacher_moving",
+    "gripper",
+    "cheetah",
+    "cheetah_springs",
+    "walker",
+}
 
 
 def by_family(names, also_slow=()):

@@ -18,25 +18,59 @@ from svgx.config import Config, Hyperparams
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A small lqg run: 3 chunks of 2 iterations, 2 seeds.
 TINY = [
-    "--env", "lqg", "--env-options", "horizon", "10", "--algo", "svg1_er", "--linear-policy",
-    "--no-squash", "--iterations", "6", "--chunks", "3", "--n-envs", "2", "--batch-size", "16",
-    "--critic-hidden", "16", "16", "--eval-episodes", "2", "--seeds", "2",
-]  # fmt: skip
+    "--env",
+    "lqg",
+    "--env-options",
+    "horizon",
+    "10",
+    "--algo",
+    "svg1_er",
+    "--linear-policy",
+    "--no-squash",
+    "--iterations",
+    "6",
+    "--chunks",
+    "3",
+    "--n-envs",
+    "2",
+    "--batch-size",
+    "16",
+    "--critic-hidden",
+    "16",
+    "16",
+    "--eval-episodes",
+    "2",
+    "--seeds",
+    "2",
+]
 
 
 def tiny_spec(**overrides):
     config = Config(
-        env="lqg", env_options=dict(horizon=10), algo="svg1_er", linear_policy=True, squash=False,
-        iterations=6, chunks=3, n_envs=2, batch_size=16, critic_hidden=(16, 16), eval_episodes=2,
-    )  # fmt: skip
+        env="lqg",
+        env_options=dict(horizon=10),
+        algo="svg1_er",
+        linear_policy=True,
+        squash=False,
+        iterations=6,
+        chunks=3,
+        n_envs=2,
+        batch_size=16,
+        critic_hidden=(16, 16),
+        eval_episodes=2,
+    )
     return rundir.RunSpec(config, Hyperparams(), seeds=2, seed=0, **overrides)
 
 
 def svgx(*args, env=None, **kwargs):
     return subprocess.run(
-        [sys.executable, "-m", "svgx.cli", *args], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, **kwargs,
-    )  # fmt: skip
+        [sys.executable, "-m", "svgx.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
 
 
 def snapshot(directory: pathlib.Path):
@@ -58,7 +92,14 @@ def test_train_writes_a_run_directory_and_refuses_to_overwrite_it(tmp_path, caps
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 * 2
     row = json.loads(lines[-1])
-    for name in ("eval_return", "eval_success", "train_return", "value_loss", "policy_grad_norm", "env_steps"):
+    for name in (
+        "eval_return",
+        "eval_success",
+        "train_return",
+        "value_loss",
+        "policy_grad_norm",
+        "env_steps",
+    ):
         assert np.isfinite(row[name]), name
     assert row["chunk"] == 2 and row["seed"] == 1
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -88,8 +129,10 @@ def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     out = tmp_path / "interrupted"
     process = subprocess.Popen(
         [sys.executable, "-m", "svgx.cli", "train", "--out", str(out), *TINY],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     for line in process.stderr:
         lines.append(line)
@@ -103,10 +146,12 @@ def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     resumed = svgx("resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after chunk" in resumed.stderr
-    assert (out / "checkpoint.eqx").read_bytes() == (tmp_path / "whole" / "checkpoint.eqx").read_bytes()
+    assert (out / "checkpoint.eqx").read_bytes() == (
+        tmp_path / "whole" / "checkpoint.eqx"
+    ).read_bytes()
     a, b = without_wall_time(rundir.read_metrics(out)), without_wall_time(whole.metrics)
     assert len(a) == len(b) == 3
-    for ma, mb in zip(a, b):
+    for ma, mb in zip(a, b, strict=True):
         for name in mb:
             np.testing.assert_array_equal(ma[name], mb[name], err_msg=name)
 
@@ -117,12 +162,18 @@ def test_a_checkpoint_ahead_of_the_metrics_is_recomputed_not_double_counted(tmp_
     out = tmp_path / "run"
     whole = runner.run_in_dir(out, tiny_spec(), progress=lambda line: None)
     spec = rundir.read_spec(out)
-    state, done = rundir.load_checkpoint(out, runner.state_shape(spec))
+    _, done = rundir.load_checkpoint(out, runner.state_shape(spec))
     assert done == 3
-    first = runner.run(spec.config, spec.hparams, seeds=2, progress=lambda line: None, should_stop=lambda: True)
-    rundir.save_checkpoint(out, runner._gather(first.state), 1)  # the metrics file still holds 3 chunks
+    first = runner.run(
+        spec.config, spec.hparams, seeds=2, progress=lambda line: None, should_stop=lambda: True
+    )
+    rundir.save_checkpoint(
+        out, runner._gather(first.state), 1
+    )  # the metrics file still holds 3 chunks
     resumed = runner.run_in_dir(out, progress=lambda line: None)
-    for ma, mb in zip(without_wall_time(resumed.metrics), without_wall_time(whole.metrics)):
+    for ma, mb in zip(
+        without_wall_time(resumed.metrics), without_wall_time(whole.metrics), strict=True
+    ):
         for name in mb:
             np.testing.assert_array_equal(ma[name], mb[name], err_msg=name)
     assert len(rundir.read_metrics(out)) == 3
@@ -183,13 +234,18 @@ def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
         "b = runner.run(c, h, seeds=4, progress=quiet, devices=jax.devices()[:1]);"
         "leaf = jax.tree.leaves(a.state.policy)[0];"
         "print('devices', len(jax.devices()), len(leaf.sharding.device_set));"
-        "[np.testing.assert_allclose(a.metrics[i][k], b.metrics[i][k], rtol=1e-4, atol=1e-5, err_msg=k)"
+        "[np.testing.assert_allclose(a.metrics[i][k], b.metrics[i][k], "
+        "rtol=1e-4, atol=1e-5, err_msg=k)"
         " for i in range(len(a.metrics)) for k in a.metrics[i] if k != 'wall_time'];"
         "print('equal')"
     )
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": flags}
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XLA_FLAGS": flags},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "devices 4 4" in result.stdout and "equal" in result.stdout
@@ -204,17 +260,26 @@ def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "svgx.cli", "train", "--out", str(out), *TINY],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "SVGX_COORDINATOR": f"localhost:{port}", "SVGX_NUM_PROCESSES": "2",
-                 "SVGX_PROCESS_ID": str(rank)},
-        )  # fmt: skip
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "SVGX_COORDINATOR": f"localhost:{port}",
+                "SVGX_NUM_PROCESSES": "2",
+                "SVGX_PROCESS_ID": str(rank),
+            },
+        )
         for rank in range(2)
     ]
     outputs = [p.communicate(timeout=600) for p in processes]
-    for p, (_, err) in zip(processes, outputs):
+    for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     assert "chunk 3/3" in outputs[0][1]
-    for ma, mb in zip(without_wall_time(rundir.read_metrics(out)), without_wall_time(single.metrics)):
+    for ma, mb in zip(
+        without_wall_time(rundir.read_metrics(out)), without_wall_time(single.metrics), strict=True
+    ):
         for name in mb:
             np.testing.assert_allclose(ma[name], mb[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
@@ -222,39 +287,81 @@ def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
 # --- bad input: one line, exit status 2, nothing written --------------------------------
 
 BAD = {
-    "unknown task": (["train", "--out", "{out}", "--env", "pendulum"], "env='pendulum': unknown task; valid: "),
+    "unknown task": (
+        ["train", "--out", "{out}", "--env", "pendulum"],
+        "env='pendulum': unknown task; valid: ",
+    ),
     "unknown algorithm": (["train", "--out", "{out}", "--algo", "ppo"], "--algo"),
     "unknown jacobians": (["train", "--out", "{out}", "--jacobians", "exact"], "--jacobians"),
     "unknown flag": (["train", "--out", "{out}", "--learning-rate", "1"], "--learning-rate"),
     "unknown command": (["fly"], "fly"),
     "wrong type": (["train", "--out", "{out}", "--batch-size", "many"], "--batch-size"),
-    "negative steps": (["train", "--out", "{out}", "--steps", "-5"], "steps=-5: must be an integer >= 1"),
+    "negative steps": (
+        ["train", "--out", "{out}", "--steps", "-5"],
+        "steps=-5: must be an integer >= 1",
+    ),
     "zero seeds": (["train", "--out", "{out}", "--seeds", "0"], "seeds=0: must be an integer >= 1"),
-    "gamma above 1": (["train", "--out", "{out}", "--gamma", "1.5"], "gamma=1.5: must be in (0, 1]"),
+    "gamma above 1": (
+        ["train", "--out", "{out}", "--gamma", "1.5"],
+        "gamma=1.5: must be in (0, 1]",
+    ),
     "gamma zero": (["train", "--out", "{out}", "--gamma", "0"], "gamma=0.0: must be in (0, 1]"),
-    "negative learning rate": (["train", "--out", "{out}", "--policy-lr", "-1e-3"], "policy_lr=-0.001: must be > 0"),
-    "truncation below 1": (["train", "--out", "{out}", "--truncation", "0.5"], "truncation=0.5: must be >= 1"),
+    "negative learning rate": (
+        ["train", "--out", "{out}", "--policy-lr", "-1e-3"],
+        "policy_lr=-0.001: must be > 0",
+    ),
+    "truncation below 1": (
+        ["train", "--out", "{out}", "--truncation", "0.5"],
+        "truncation=0.5: must be >= 1",
+    ),
     "learned jacobians without dynamics": (
         ["train", "--out", "{out}", "--algo", "svg0_er", "--jacobians", "learned"],
         "jacobians='learned' with algo='svg0_er'",
     ),
     "k beyond the horizon": (
-        ["train", "--out", "{out}", "--algo", "svgk_er", "--k", "500"], "k=500: must be <= the horizon"
+        ["train", "--out", "{out}", "--algo", "svgk_er", "--k", "500"],
+        "k=500: must be <= the horizon",
+    ),
+    "k of zero": (
+        ["train", "--out", "{out}", "--algo", "svgk_er", "--k", "0"],
+        "k=0: must be an integer >= 1",
+    ),
+    "an option of another algorithm": (
+        ["train", "--out", "{out}", "--algo", "svg1_er", "--k", "3"],
+        "--k: an option of svgk_er, not of algo='svg1_er' (its options: none)",
+    ),
+    "negative exploration noise": (
+        ["train", "--out", "{out}", "--algo", "dpg", "--exploration-std", "-1"],
+        "exploration_std=-1.0: must be a finite number >= 0",
     ),
     "chunks not dividing iterations": (
-        ["train", "--out", "{out}", "--iterations", "10", "--chunks", "3"], "chunks=3 must divide iterations=10"
+        ["train", "--out", "{out}", "--iterations", "10", "--chunks", "3"],
+        "chunks=3 must divide iterations=10",
     ),
     "unknown env option": (
-        ["train", "--out", "{out}", "--env", "lqg", "--env-options", "colour", "1"], "unknown override(s) colour"
+        ["train", "--out", "{out}", "--env", "lqg", "--env-options", "colour", "1"],
+        "unknown override(s) colour",
     ),
-    "linear policy squashed": (["train", "--out", "{out}", "--linear-policy"], "linear_policy=True needs squash=False"),
-    "zero batch": (["train", "--out", "{out}", "--batch-size", "0"], "batch_size=0: must be an integer >= 1"),
+    "linear policy squashed": (
+        ["train", "--out", "{out}", "--linear-policy"],
+        "linear_policy=True needs squash=False",
+    ),
+    "zero batch": (
+        ["train", "--out", "{out}", "--batch-size", "0"],
+        "batch_size=0: must be an integer >= 1",
+    ),
     "resume without a run": (["resume", "{out}"], "not a run directory"),
     "missing sweep file": (["sweep", "{out}/none.toml"], "no such file"),
     "sweep syntax error": (["sweep", "{out}/bad.toml"], "TOML syntax error"),
     "sweep unknown key": (["sweep", "{out}/unknown.toml"], "unknown key(s) learning_rate"),
-    "baseline unknown algorithm": (["baseline", "--env", "lqg", "--algo", "td3", "--out", "{out}"], "--algo"),
-    "baseline unknown task": (["baseline", "--env", "pong", "--algo", "sac", "--out", "{out}"], "unknown"),
+    "baseline unknown algorithm": (
+        ["baseline", "--env", "lqg", "--algo", "td3", "--out", "{out}"],
+        "--algo",
+    ),
+    "baseline unknown task": (
+        ["baseline", "--env", "pong", "--algo", "sac", "--out", "{out}"],
+        "unknown",
+    ),
     "baseline zero batch": (
         ["baseline", "--env", "lqg", "--algo", "sac", "--batch-size", "0", "--out", "{out}"],
         "batch_size=0: must be an integer >= 1",
@@ -264,7 +371,18 @@ BAD = {
         "discounting=1.5: must be in (0, 1]",
     ),
     "baseline unknown env option": (
-        ["baseline", "--env", "lqg", "--algo", "sac", "--env-options", "colour", "1", "--out", "{out}"],
+        [
+            "baseline",
+            "--env",
+            "lqg",
+            "--algo",
+            "sac",
+            "--env-options",
+            "colour",
+            "1",
+            "--out",
+            "{out}",
+        ],
         "unknown override(s) colour",
     ),
     "plot of nothing": (["plot", "{out}/nothing"], "no metrics"),
@@ -304,7 +422,7 @@ def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_pa
     elif damage == "other version":
         spec = json.loads((out / "config.json").read_text())
         (out / "config.json").write_text(json.dumps({**spec, "format": 0}))
-        expected = "run directory format 0, this svgx reads format 1"
+        expected = f"run directory format 0, this svgx reads format {rundir.FORMAT}"
     else:
         (out / "metrics.jsonl").write_text("{not json\n")
         expected = "not a JSON line"
@@ -318,13 +436,17 @@ def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_pa
 
 
 @pytest.mark.parametrize(("every", "expected"), [(1e9, [3]), (0.0, [1, 2, 3, 3])])
-def test_the_curve_is_redrawn_at_most_every_curve_every_s_and_at_the_end(every, expected, tmp_path, monkeypatch):
+def test_the_curve_is_redrawn_at_most_every_curve_every_s_and_at_the_end(
+    every, expected, tmp_path, monkeypatch
+):
     """Each entry of ``drawn`` is how many chunks the curve showed when it was drawn."""
     import svgx.plot
 
     drawn = []
     monkeypatch.setattr(runner, "CURVE_EVERY_S", every)
-    monkeypatch.setattr(svgx.plot, "plot_runs", lambda dirs, png: drawn.append(len(rundir.read_metrics(dirs[0]))))
+    monkeypatch.setattr(
+        svgx.plot, "plot_runs", lambda dirs, png: drawn.append(len(rundir.read_metrics(dirs[0])))
+    )
     runner.run_in_dir(tmp_path / "run", tiny_spec(), progress=lambda line: None)
     assert drawn == expected
 
@@ -341,14 +463,36 @@ def test_envs_json_lists_every_task(capsys):
 def test_a_brax_baseline_writes_the_same_metrics_and_plots_beside_svgx(tmp_path):
     """Brax's SAC on lqg through the adapter: svgx's metrics format, one curve per run."""
     out = tmp_path / "sac"
-    cli.main(["baseline", "--env", "lqg", "--algo", "sac", "--steps", "1000", "--evaluations", "3",
-              "--n-envs", "4", "--hidden", "16", "16", "--env-options", "horizon", "10", "--batch-size", "32",
-              "--out", str(out)])  # fmt: skip
+    cli.main(
+        [
+            "baseline",
+            "--env",
+            "lqg",
+            "--algo",
+            "sac",
+            "--steps",
+            "1000",
+            "--evaluations",
+            "3",
+            "--n-envs",
+            "4",
+            "--hidden",
+            "16",
+            "16",
+            "--env-options",
+            "horizon",
+            "10",
+            "--batch-size",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     recorded = json.loads((out / "config.json").read_text())["baseline"]
     assert recorded["env_options"] == {"horizon": 10} and recorded["batch_size"] == 32
     history = rundir.read_metrics(out)
     assert len(history) == 3
-    assert [int(m["env_steps"][0]) for m in history][0] == 0 and history[-1]["env_steps"][0] >= 1000
+    assert int(history[0]["env_steps"][0]) == 0 and history[-1]["env_steps"][0] >= 1000
     for name in ("eval_return", "eval_success", "wall_time"):
         assert np.isfinite(history[-1][name]).all(), name
     assert 0 <= history[-1]["eval_success"][0] <= 1
@@ -361,9 +505,16 @@ def test_a_brax_baseline_writes_the_same_metrics_and_plots_beside_svgx(tmp_path)
         cli.main(["resume", str(out)])
 
 
-def test_the_command_line_has_every_hyperparameter_with_the_same_default():
-    import dataclasses
+def test_an_algorithms_options_become_its_config_and_the_rest_keep_their_defaults():
+    import tyro
 
-    cli_fields = {f.name: f.default for f in dataclasses.fields(cli.HyperparamArgs)}
-    fields = {f.name: f.default for f in dataclasses.fields(Hyperparams)}
-    assert cli_fields == fields
+    def spec(*flags):
+        lqg = ["--out", "x", "--env", "lqg", "--no-squash", "--linear-policy"]
+        return cli.train_spec(tyro.cli(cli.train_args(), args=[*lqg, *flags]))
+
+    svgk = spec("--algo", "svgk_er", "--k", "3", "--gamma", "0.9")
+    assert svgk.config.algo_options == {"k": 3} and svgk.config.algorithm.k == 3
+    assert svgk.hparams.gamma == 0.9 and svgk.hparams.policy_lr == Hyperparams().policy_lr
+    assert svgk.config.n_envs == Config().n_envs
+    planner = spec("--algo", "planner")
+    assert planner.config.algo_options == {} and planner.config.algorithm.planner_horizon == 10

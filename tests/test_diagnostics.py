@@ -1,5 +1,6 @@
-"""The estimators against the exact policy gradient of the ``lqg`` probe (SPEC §8),
-through :func:`svgx.diagnostics.diagnose`, and the ``svgx diagnose`` command.
+"""The estimators against the exact policy gradient of the ``lqg`` probe, through
+:func:`svgx.diagnostics.diagnose`, and the ``svgx diagnose`` command (docs/design.md,
+"What the tests pin down").
 
 On ``lqg`` the exact gradient comes from closed-form covariance propagation; the
 value-expansion estimators (simulator Jacobians, exact ``V`` / ``Q``) must agree
@@ -28,7 +29,9 @@ CASES = [
 
 
 def lqg(size, **kwargs):
-    return DiagnoseConfig(env="lqg", env_options=SIZES[size], samples=64, batches=8, horizon=20, **kwargs)
+    return DiagnoseConfig(
+        env="lqg", env_options=SIZES[size], samples=64, batches=8, horizon=20, **kwargs
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -56,15 +59,15 @@ def test_learned_jacobians_on_a_linear_system_are_nearly_exact():
 
 
 def test_bad_diagnose_configs_name_the_field_and_the_allowed_values():
-    with pytest.raises(ValueError, match="unknown estimator 'svg2'.*svg0, svg1"):
+    with pytest.raises(ValueError, match=r"unknown estimator 'svg2'.*svg0, svg1"):
         DiagnoseConfig(estimator="svg2")
-    with pytest.raises(ValueError, match="uses no dynamics.*svg1, svgk, svg_inf, planner"):
+    with pytest.raises(ValueError, match=r"uses no dynamics.*svg1, svgk, svg_inf, planner"):
         DiagnoseConfig(estimator="svg0", jacobians="learned")
     with pytest.raises(ValueError, match="unknown env 'pendulum'"):
         DiagnoseConfig(env="pendulum")
     with pytest.raises(ValueError, match="critic='exact' exists only for env 'lqg'"):
         DiagnoseConfig(env="cartpole", critic="exact")
-    with pytest.raises(ValueError, match="gamma=1.5"):
+    with pytest.raises(ValueError, match=r"gamma=1\.5"):
         DiagnoseConfig(gamma=1.5)
 
 
@@ -76,9 +79,23 @@ def run_cli(*args):
 
 def test_diagnose_command_prints_json_with_the_documented_fields():
     out = run_cli(
-        "diagnose", "--env", "lqg", "--estimator", "svgk", "--k", "2", "--jacobians", "simulator",
-        "--samples", "16", "--batches", "2", "--horizon", "10", "--json",
-    )  # fmt: skip
+        "diagnose",
+        "--env",
+        "lqg",
+        "--estimator",
+        "svgk",
+        "--k",
+        "2",
+        "--jacobians",
+        "simulator",
+        "--samples",
+        "16",
+        "--batches",
+        "2",
+        "--horizon",
+        "10",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     for field in ("cosine", "relative_bias", "variance"):

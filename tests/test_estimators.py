@@ -1,4 +1,5 @@
-"""The value-expansion estimator and its parts, pinned by exact identities (SPEC §8).
+"""The value-expansion estimator and its parts, pinned by exact identities
+(docs/design.md, "What the tests pin down").
 
 * Rebuilding a recorded stretch at the current parameters reproduces it, with
   either Jacobian source.
@@ -55,13 +56,15 @@ def test_dynamics_sources_share_one_interface():
     model = dynamics_model(env.observe, env.observation_size, 4, 1, key=jax.random.key(0))
     assert isinstance(make_dynamics("simulator", env), SimulatorDynamics)
     assert isinstance(make_dynamics("learned", env, model), LearnedDynamics)
-    with pytest.raises(ValueError, match="unknown Jacobian source 'true'.*simulator, learned"):
+    with pytest.raises(ValueError, match=r"unknown Jacobian source 'true'.*simulator, learned"):
         make_dynamics("true", env)
     with pytest.raises(ValueError, match="needs a dynamics model"):
         make_dynamics("learned", env)
 
 
-@pytest.mark.parametrize("name", [pytest.param("hand", marks=pytest.mark.slow), "cartpole"])  # hand: 116 s
+@pytest.mark.parametrize(
+    "name", [pytest.param("hand", marks=pytest.mark.slow), "cartpole"]
+)  # hand: 116 s
 def test_svg_inf_with_simulator_jacobians_is_backpropagation_through_time(name):
     """Deterministic environment, fixed policy noise: SVG(∞) = ∇θ of the rollout return."""
     with jax.enable_x64(True):
@@ -69,7 +72,9 @@ def test_svg_inf_with_simulator_jacobians_is_backpropagation_through_time(name):
         policy = make_policy(env, jax.random.key(0), init_std=0.3)
         policy = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_array(x) else x, policy)
         s_0 = env.reset(jax.random.key(1)).astype(jnp.float64)
-        eta = 0.3 * jax.random.normal(jax.random.key(2), (env.horizon, env.action_size), jnp.float64)
+        eta = 0.3 * jax.random.normal(
+            jax.random.key(2), (env.horizon, env.action_size), jnp.float64
+        )
         zero = jnp.zeros(env.noise_size, jnp.float64)
         ts = jnp.arange(env.horizon)
 
@@ -92,9 +97,15 @@ def test_svg_inf_with_simulator_jacobians_is_backpropagation_through_time(name):
 
         s, a, r, s_next = jax.lax.scan(record, s_0, (ts, eta))[1]
         data = estimators.Transition(
-            s=s, a=a, r=r, s_next=s_next, t=ts, done=ts == env.horizon - 1,
-            log_prob=jax.vmap(policy.log_prob)(s, a), noise=jnp.zeros((env.horizon, env.noise_size)),
-        )  # fmt: skip
+            s=s,
+            a=a,
+            r=r,
+            s_next=s_next,
+            t=ts,
+            done=ts == env.horizon - 1,
+            log_prob=jax.vmap(policy.log_prob)(s, a),
+            noise=jnp.zeros((env.horizon, env.noise_size)),
+        )
         batch = jax.tree.map(lambda x: x[None], data)
         svg_inf, _ = jax.jit(
             lambda p: estimators.policy_gradient(
@@ -114,16 +125,28 @@ def test_svg0_tends_to_the_deterministic_policy_gradient():
     t = jnp.zeros(64, jnp.int32)
 
     def dpg(policy):  # ∇θ Q(s, μθ(s)), the deterministic policy gradient
-        return flat(eqx.filter_grad(lambda p: jnp.mean(jax.vmap(lambda s_i: q(s_i, p.mean_action(s_i), 0))(s)))(policy).net)
+        return flat(
+            eqx.filter_grad(
+                lambda p: jnp.mean(jax.vmap(lambda s_i: q(s_i, p.mean_action(s_i), 0))(s))
+            )(policy).net
+        )
 
     errors = []
     for std in (1e-1, 1e-2, 1e-3):
         policy = make_policy(env, jax.random.key(1), init_std=std)
-        a, _ = jax.vmap(lambda s_i, k: policy.sample(s_i, key=k))(s, jax.random.split(key_a, 64))
+        a, _ = jax.vmap(lambda s_i, k, policy=policy: policy.sample(s_i, key=k))(
+            s, jax.random.split(key_a, 64)
+        )
         batch = estimators.Transition(
-            s=s, a=a, r=jnp.zeros(64), s_next=s, t=t, done=jnp.zeros(64, bool),
-            log_prob=jax.vmap(policy.log_prob)(s, a), noise=jnp.zeros((64, 0)),
-        )  # fmt: skip
+            s=s,
+            a=a,
+            r=jnp.zeros(64),
+            s_next=s,
+            t=t,
+            done=jnp.zeros(64, bool),
+            log_prob=jax.vmap(policy.log_prob)(s, a),
+            noise=jnp.zeros((64, 0)),
+        )
         g, _ = estimators.policy_gradient(estimators.svg0_loss, policy, q, batch)
         reference = dpg(policy)
         errors.append(float(jnp.linalg.norm(flat(g.net) - reference) / jnp.linalg.norm(reference)))
@@ -156,15 +179,28 @@ def test_importance_weights_are_one_on_policy_and_the_density_ratio_off_policy()
     off = critics.truncated_importance_weights(log_p_new, flat_data.log_prob, 1e9)
     np.testing.assert_allclose(off, jnp.exp(log_p_new - log_p_old), rtol=1e-4)
     capped = critics.truncated_importance_weights(log_p_new, flat_data.log_prob, 1.5)
-    assert capped.max() <= 1.5 + 1e-6 and jnp.all(capped == jnp.minimum(off, 1.5) + (capped - jnp.minimum(off, 1.5)))
+    assert capped.max() <= 1.5 + 1e-6 and jnp.all(
+        capped == jnp.minimum(off, 1.5) + (capped - jnp.minimum(off, 1.5))
+    )
     # Sequences: the product of the per-step ratios, then truncated.
-    seq = critics.truncated_importance_weights(log_p_new.reshape(4, -1), log_p_old.reshape(4, -1), 1e30)
-    np.testing.assert_allclose(seq, jnp.exp((log_p_new - log_p_old).reshape(4, -1).sum(1)), rtol=1e-3)
+    seq = critics.truncated_importance_weights(
+        log_p_new.reshape(4, -1), log_p_old.reshape(4, -1), 1e30
+    )
+    np.testing.assert_allclose(
+        seq, jnp.exp((log_p_new - log_p_old).reshape(4, -1).sum(1)), rtol=1e-3
+    )
 
 
 def test_model_is_one_vmapped_stack_and_its_noise_inverts_its_step():
     env = envs.make("swimmer3")
-    model = dynamics_model(env.observe, env.observation_size, env.state_size, env.action_size, key=jax.random.key(0), hidden=5)
+    model = dynamics_model(
+        env.observe,
+        env.observation_size,
+        env.state_size,
+        env.action_size,
+        key=jax.random.key(0),
+        hidden=5,
+    )
     # One stack: every weight has a leading axis of size n_s, no Python list of modules.
     weights = [x for x in jax.tree.leaves(eqx.filter(model.nets, eqx.is_array))]
     assert all(w.shape[0] == env.state_size for w in weights)
@@ -174,6 +210,8 @@ def test_model_is_one_vmapped_stack_and_its_noise_inverts_its_step():
     np.testing.assert_allclose(model.infer_noise(s, a, model(s, a, xi)), xi, rtol=1e-4, atol=1e-4)
     # Sub-network i alone determines dimension i of the prediction.
     mean, _ = model.predict(s, a)
-    bumped = eqx.tree_at(lambda m: m.nets.layers[-1].bias, model, model.nets.layers[-1].bias.at[3, 0].add(1.0))
+    bumped = eqx.tree_at(
+        lambda m: m.nets.layers[-1].bias, model, model.nets.layers[-1].bias.at[3, 0].add(1.0)
+    )
     changed = jnp.nonzero(bumped.predict(s, a)[0] - mean)[0]
     assert changed.tolist() == [3]

@@ -3,7 +3,8 @@
 * The gradient of a short rollout's return with respect to the actions, by reverse
   mode through ``transition``, agrees with central finite differences in float64.
 * The cause of NaN gradients through MJX's solver (``envs/mjx_patch.py``) is pinned
-  by the state where it occurred, and a rollout that used to turn NaN stays finite.
+  by a line search constructed to overflow on every CPU, and a rollout that used to
+  turn NaN stays finite.
 """
 
 import jax
@@ -11,16 +12,19 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 import pytest
+from families import by_family
 from mujoco import mjx
+from mujoco.mjx._src import solver, support
 
 import envs
 from envs import mjx_patch
-from families import by_family
 
 CONTACT_TASKS = {name for name in envs.names() if envs.make(name).has_contact}
 # Steps of the finite-difference check: 20 without contact; contact makes the
 # dynamics stiff (and only piecewise smooth), so a few steps there.
 STEPS = {name: 5 if name in CONTACT_TASKS else 20 for name in envs.names()}
+
+
 def rollout_return(env, s0, actions, noise):
     def body(s, inputs):
         t, a, xi = inputs
@@ -66,15 +70,10 @@ CARTPOLE_WITH_RAIL_LIMIT = (
     .replace('<flag contact="disable" constraint="disable"/>', '<flag contact="disable"/>')
     .replace('damping="0.5"/>', 'damping="0.5" limited="true" range="-2.5 2.5"/>')
 )
-# A float32 state of that cartpole, far from the limit (|x| = 0.71 < 2.5), where
-# MJX's one-iteration Newton solve has a rounding-level search direction (~1e-9)
-# and its line search's reverse pass overflows to inf and then NaN.
-NAN_STATE = dict(
-    qpos=np.array([-0.7136361, 3.1545126], np.float32),
-    qvel=np.array([-0.23155664, -0.34069163], np.float32),
-    ctrl=np.array([-0.0031447043], np.float32),
-)
-# The state-feedback gain whose 200-step rollout passes through NAN_STATE at step 176.
+# A state-feedback gain whose 200-step rollout on that cartpole, without the patch,
+# had NaN policy gradients on the CPU where it was found (an AMD EPYC: at step 176
+# the Newton direction was rounding noise). Whether a given rollout meets such a
+# state depends on the CPU's rounding; the test of the cause below does not.
 GAIN = np.array([[-0.2977605, -0.34497336, -2.50607, -0.85792637]], np.float32)
 
 
@@ -83,18 +82,6 @@ def limited_cartpole():
     model = mujoco.MjModel.from_xml_string(CARTPOLE_WITH_RAIL_LIMIT)
     assert model.jnt_limited[0] and model.opt.iterations == 1
     return mjx.put_model(model, impl="jax")
-
-
-def one_step_vjp(mx):
-    def step(q, v, u):
-        d = mjx.step(mx, mjx.make_data(mx).replace(qpos=q, qvel=v, ctrl=u))
-        return d.qpos, d.qvel
-
-    def vjp(q, v, u):
-        _, pullback = jax.vjp(step, q, v, u)
-        return pullback((jnp.ones(2), jnp.ones(2)))
-
-    return vjp
 
 
 def state_feedback_gradient(mx, steps):
@@ -111,20 +98,80 @@ def state_feedback_gradient(mx, steps):
     return jax.jit(jax.grad(rollout))(jnp.asarray(GAIN))
 
 
+def converged_context(mx, search_size):
+    """``(d, ctx)``: the limited cartpole far from its limit (no active constraint row),
+    with the solver context at the unconstrained acceleration, which already solves
+    the problem, and a Newton direction of size ``search_size`` built by hand, as
+    rounding leaves it (gradient ``-M s``: converged by MuJoCo's test)."""
+    d = mjx.make_data(mx).replace(
+        qpos=jnp.array([0.3, 3.0]), qvel=jnp.array([0.1, -0.2]), ctrl=jnp.array([0.05])
+    )
+    d = mjx.forward(mx, d)
+    assert (d._impl.efc_force == 0).all()  # the limit is untouched
+    d = d.replace(qacc=d.qacc_smooth)
+    search = search_size * jnp.array([1.0, -1.0]) / jnp.sqrt(2.0)
+    ctx = solver.Context.create(mx, d).replace(search=search, grad=-support.mul_m(mx, d, search))
+    return d, ctx
+
+
+def line_search_vjp(mx, d, ctx):
+    """``(qacc, cotangents of (search, qacc))`` after the ``_linesearch`` installed now
+    (MJX's own or the patch's), traced anew on each call."""
+
+    def qacc_after(search, qacc):
+        return solver._linesearch(mx, d, ctx.replace(search=search, qacc=qacc)).qacc
+
+    out, pullback = jax.vjp(qacc_after, ctx.search, ctx.qacc)
+    return out, pullback(jnp.ones_like(out))
+
+
 def test_untouched_limit_nan_cause_is_the_unconverged_line_search(limited_cartpole):
-    """Without the patch, the one-step VJP at NAN_STATE is NaN (this pins the cause;
-    if an MJX upgrade fixes it upstream, this test says so and the patch can go)."""
-    if jax.default_backend() != "cpu":
-        pytest.skip("NAN_STATE is a rounding-level event recorded on CPU")
-    args = [jnp.asarray(NAN_STATE[k]) for k in ("qpos", "qvel", "ctrl")]
+    """The cause of the NaN, constructed so that it happens on every CPU: with a
+    rounding-size Newton direction |s| = 1e-13, the line search's curvature
+    f'' = s·M s ~ 1e-26 is a normal float32 but f''² (~1e-52) is below even the
+    subnormal range, so the reverse pass of the Newton step α = -f'/f'' divides by
+    zero. Without the patch the VJP is not finite (if an MJX upgrade fixes this
+    upstream, this test says so and the patch can go); with it, it is finite and
+    the acceleration is kept."""
+    d, ctx = converged_context(limited_cartpole, 1e-13)
+    assert mjx_patch._converged(limited_cartpole, d, ctx)
+    curvature = jnp.vdot(ctx.search, support.mul_m(limited_cartpole, d, ctx.search))
+    assert 1e-30 < curvature < 1e-22 and curvature * curvature == 0  # the construction holds
     mjx_patch.remove()
     try:
-        unpatched = jax.jit(one_step_vjp(limited_cartpole))(*args)
+        _, unpatched = line_search_vjp(limited_cartpole, d, ctx)
     finally:
         mjx_patch.apply()
     assert not all(jnp.isfinite(g).all() for g in unpatched)
-    patched = jax.jit(one_step_vjp(limited_cartpole))(*args)
+    qacc, patched = line_search_vjp(limited_cartpole, d, ctx)
     assert all(jnp.isfinite(g).all() for g in patched)
+    np.testing.assert_array_equal(qacc, ctx.qacc)
+
+
+def test_patch_leaves_an_active_constraint_solve_unchanged(limited_cartpole):
+    """Where the solver has work to do (the cart pressed into its limit), the patched
+    step and its VJP equal MJX's own."""
+
+    def step(q, v, u):
+        d = mjx.step(
+            limited_cartpole, mjx.make_data(limited_cartpole).replace(qpos=q, qvel=v, ctrl=u)
+        )
+        return d.qpos, d.qvel
+
+    def value_and_vjp(q, v, u):
+        out, pullback = jax.vjp(step, q, v, u)
+        return out, pullback((jnp.ones(2), jnp.ones(2)))
+
+    args = (jnp.array([2.55, 3.0]), jnp.array([1.0, 0.5]), jnp.array([0.5]))
+    patched = jax.jit(value_and_vjp)(*args)
+    mjx_patch.remove()
+    try:  # a new function object, so jit traces MJX's own line search
+        original = jax.jit(lambda *a: value_and_vjp(*a))(*args)
+    finally:
+        mjx_patch.apply()
+    assert patched[0][0][0] < 2.55 + 1.0 * 0.01  # the limit pushed back
+    for mine, theirs in zip(jax.tree.leaves(patched), jax.tree.leaves(original), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
 
 
 def test_untouched_limit_leaves_state_feedback_gradients_unchanged(limited_cartpole):

@@ -103,7 +103,7 @@ def test_bellman_consistency_and_q_value():
         B = env.B.astype(jnp.float64)
         var_a = jnp.exp(2 * log_std)
         states = jax.random.normal(jax.random.key(3), (6, 3), jnp.float64)
-        for s, t in zip(states, [0, 1, 17, 48, 49, 30]):
+        for s, t in zip(states, [0, 1, 17, 48, 49, 30], strict=True):
             P1 = value.P[t + 1]
             curvature = jnp.diag(gamma * B.T @ P1 @ B) - env.config.control_cost
             expected = env.q_value(value, s, K @ s + k, t) + var_a @ curvature
@@ -115,7 +115,9 @@ def test_bellman_consistency_and_q_value():
         # jit and vmap over states and times.
         ts = jnp.array([0, 5, 49, 50, 60, 2])
         batched = jax.jit(jax.vmap(value))(states, ts)
-        np.testing.assert_allclose(batched, [value(s, int(t)) for s, t in zip(states, ts)])
+        np.testing.assert_allclose(
+            batched, [value(s, int(t)) for s, t in zip(states, ts, strict=True)]
+        )
 
         # Q by Monte Carlo over the environment's own noise.
         s, a, t = states[1], jnp.array([0.5, -1.0], jnp.float64), 20
@@ -138,14 +140,14 @@ def test_exact_gradient_matches_central_differences_float64():
         grads = jax.jit(jax.grad(env.exact_return, argnums=(0, 1, 2)))(K, k, log_std, gamma)
         params = [K, k, log_std]
         eps = 1e-6
-        for i, (param, grad) in enumerate(zip(params, grads)):
+        for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
             assert grad.dtype == jnp.float64 and grad.shape == param.shape
             assert jnp.abs(grad).max() > 1e-3
             fd = np.zeros(param.shape)
             for j in np.ndindex(param.shape):
                 bump = jnp.zeros_like(param).at[j].set(eps)
-                up = params[:i] + [param + bump] + params[i + 1 :]
-                down = params[:i] + [param - bump] + params[i + 1 :]
+                up = [*params[:i], param + bump, *params[i + 1 :]]
+                down = [*params[:i], param - bump, *params[i + 1 :]]
                 fd[j] = (f(*up) - f(*down)) / (2 * eps)
             np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
 

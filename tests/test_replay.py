@@ -1,4 +1,5 @@
-"""The replay ring buffer (SPEC: replay database).
+"""The replay ring buffer (paper Alg. 2's database ``D``; docs/design.md, "Replay and
+importance weights").
 
 Every transition written for step ``k`` of environment ``e`` carries its identity
 ``id = 100 k + e`` in every field, so a sample can be traced back to the cell it
@@ -94,7 +95,7 @@ def test_bad_lengths_and_rows_raise():
         replay.valid_sequence_starts(buffer, 0)
     with pytest.raises(ValueError, match="length"):
         replay.sample_sequences(buffer, jax.random.key(0), 3, 5)
-    with pytest.raises(ValueError, match="row.s"):
+    with pytest.raises(ValueError, match=r"row\.s"):
         replay.add(buffer, make_row(0, 3))
 
 
@@ -120,7 +121,7 @@ def test_add_rows_equals_repeated_add():
             one_by_one = add(one_by_one, row)
         stacked = jax.tree.map(lambda *x: jnp.stack(x), *rows[:stop])
         at_once = add_rows(replay.init(capacity, rows[0]), stacked)
-        for x, y in zip(jax.tree.leaves(one_by_one), jax.tree.leaves(at_once)):
+        for x, y in zip(jax.tree.leaves(one_by_one), jax.tree.leaves(at_once), strict=True):
             np.testing.assert_array_equal(x, y)
 
 
@@ -157,8 +158,17 @@ def brute_force_starts(capacity, done_history, length):
 
 @pytest.mark.parametrize(
     "capacity,n_envs,n_rows",
-    [(1, 2, 0), (1, 2, 3), (2, 1, 1), (3, 2, 7), (5, 3, 3), (5, 3, 5), (5, 3, 8), (7, 2, 13),
-     (7, 2, 23)],
+    [
+        (1, 2, 0),
+        (1, 2, 3),
+        (2, 1, 1),
+        (3, 2, 7),
+        (5, 3, 3),
+        (5, 3, 5),
+        (5, 3, 8),
+        (7, 2, 13),
+        (7, 2, 23),
+    ],
 )
 def test_valid_sequence_starts_match_brute_force(capacity, n_envs, n_rows):
     rng = np.random.default_rng(1000 * capacity + 100 * n_envs + n_rows)
@@ -184,6 +194,7 @@ def test_valid_sequence_starts_by_hand_after_wrap_around():
 
     def starts(buffer, length):
         return np.asarray(replay.valid_sequence_starts(buffer, length))[:, 0].tolist()
+
     no_done = buffer_with(set())
     assert starts(no_done, 1) == [True, True, True, True]
     assert starts(no_done, 2) == [True, False, True, True]  # row 1 (step 5) is the newest
@@ -275,9 +286,14 @@ def test_vmap_over_seeds_matches_each_seed():
     capacity, n_envs, n_seeds, n_rows = 5, 2, 3, 7
     rng = np.random.default_rng(3)
     done = rng.random((n_seeds, n_rows, n_envs)) < 0.3
+
     # Seed s's ids are offset by 10_000 s, so the seeds' contents differ.
-    row = lambda seed, step: make_row(step, n_envs, done=done[seed, step], offset=10_000 * seed)
-    stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
+    def row(seed, step):
+        return make_row(step, n_envs, done=done[seed, step], offset=10_000 * seed)
+
+    def stack(trees):
+        return jax.tree.map(lambda *x: jnp.stack(x), *trees)
+
     keys = jax.random.split(jax.random.key(4), n_seeds)
 
     examples = stack([row(s, 0) for s in range(n_seeds)])
@@ -302,7 +318,7 @@ def test_vmap_over_seeds_matches_each_seed():
             sample_sequences(buffer, keys[seed], 16, 2),
             replay.valid_sequence_starts(buffer, 2),
         )
-        got = jax.tree.map(lambda x: x[seed], results)
+        got = jax.tree.map(lambda x, seed=seed: x[seed], results)
         for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
             np.testing.assert_array_equal(x, y)
         assert np.all(ids(got[1]) // 10_000 == seed)  # each seed samples its own buffer

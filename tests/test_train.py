@@ -1,5 +1,6 @@
-"""Training runs: every algorithm runs vmapped over seeds, is repeatable, equals its
-seeds run one at a time, compiles each chunk once, survives NaNs, and learns.
+"""Training runs: every algorithm runs vmapped over seeds, reports exactly the metrics
+it defines, is repeatable, equals its seeds run one at a time, compiles each chunk
+once, survives NaNs, and learns.
 
 Learning thresholds use the ``lqg`` probe, whose optimal return is known in
 closed form: the return of the learned mean policy is computed exactly (no
@@ -12,18 +13,40 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svgx.config import ALGORITHMS, USES_DYNAMICS, Config, Hyperparams
+from svgx import algorithms
+from svgx.config import Config, Hyperparams
+from svgx.divergence import NonFiniteLimits
 from svgx.runner import compiled, run
-from svgx.train import make_train
+from svgx.train import make_train, parameters
 
 SMALL = dict(
-    n_envs=2, iterations=4, chunks=2, batch_size=16, k=3, policy_hidden=(16, 16),
-    critic_hidden=(16, 16), model_hidden=4, planner_horizon=3, eval_episodes=2,
-)  # fmt: skip
+    n_envs=2,
+    iterations=4,
+    chunks=2,
+    batch_size=16,
+    policy_hidden=(16, 16),
+    critic_hidden=(16, 16),
+    model_hidden=4,
+    eval_episodes=2,
+)
+# Options of the algorithms that have them, small enough for a 10-step episode.
+SMALL_OPTIONS = {"svgk_er": dict(k=3), "planner": dict(planner_horizon=3)}
 LQG = dict(env="lqg", env_options=dict(horizon=10), linear_policy=True, squash=False)
 CARTPOLE = dict(env="cartpole", env_options=dict(horizon=10))
 
-CASES = [(algo, "simulator") for algo in ALGORITHMS] + [(algo, "learned") for algo in USES_DYNAMICS]
+BUILT_IN = (
+    "svg_inf",
+    "svg1",
+    "svg1_er",
+    "svgk_er",
+    "svg0_er",
+    "planner",
+    "dpg",
+    "actor_critic",
+    "reinforce",
+)
+WITH_DYNAMICS = [algo for algo in BUILT_IN if algorithms.get(algo).uses_dynamics]
+CASES = [(algo, "simulator") for algo in BUILT_IN] + [(algo, "learned") for algo in WITH_DYNAMICS]
 # On cartpole every case compiles MJX (and, with simulator Jacobians, its reverse
 # mode: 30-90 s each on 2 cores); the default suite runs these two, the rest are
 # marked slow (`pytest -m slow`). lqg runs every case by default.
@@ -38,39 +61,87 @@ def matrix():
             yield pytest.param(task, algo, jacobians, marks=marks, id=f"{algo}-{jacobians}-{name}")
 
 
-def finite(metrics):
-    """Every metric that the algorithm defines is finite (NaN marks a part it lacks)."""
-    defined = {k: v for k, v in metrics.items() if not np.all(np.isnan(v))}
-    return all(np.all(np.isfinite(v)) for v in defined.values()), defined
+COMMON_METRICS = {
+    "eval_return",
+    "eval_success",
+    "train_return",
+    "policy_loss",
+    "policy_grad_norm",
+    "nonfinite_updates",
+    "nonfinite_env_steps",
+    "env_steps",
+    "updates",
+    "episodes",
+    "wall_time",
+}
+IMPORTANCE_WEIGHTED = {"svg1_er", "svgk_er", "svg0_er"}
+
+
+def expected_metrics(algo, jacobians):
+    """The metrics an algorithm defines: the common ones, and those of the parts it has."""
+    cls = algorithms.get(algo)
+    names = set(COMMON_METRICS)
+    if cls.critic is not None:
+        names.add("value_loss")
+    if jacobians == "learned":
+        names.add("model_nll")
+    if algo in IMPORTANCE_WEIGHTED:
+        names |= {"importance_weight_mean", "importance_weight_max"}
+    return names
 
 
 @pytest.mark.parametrize(("task", "algo", "jacobians"), list(matrix()))
 def test_every_algorithm_runs_two_chunks_vmapped_over_two_seeds(task, algo, jacobians):
-    config = Config(algo=algo, jacobians=jacobians, **task, **SMALL)
+    config = Config(
+        algo=algo, algo_options=SMALL_OPTIONS.get(algo, {}), jacobians=jacobians, **task, **SMALL
+    )
     result = run(config, seeds=2, progress=lambda line: None)
     assert len(result.metrics) == 2
     last = result.metrics[-1]
-    ok, defined = finite(last)
-    assert ok, defined
-    for name in ("eval_return", "eval_success", "train_return", "env_steps", "policy_loss", "policy_grad_norm"):
-        assert name in defined and defined[name].shape == (2,), name
+    assert set(last) == expected_metrics(algo, jacobians)
+    for name, values in last.items():
+        assert values.shape == (2,) and np.isfinite(values).all(), (name, values)
     assert last["nonfinite_updates"].sum() == 0
     assert (last["env_steps"] == last["env_steps"][0]).all() and last["env_steps"][0] > 0
-    if jacobians == "learned":
-        assert np.isfinite(last["model_nll"]).all()
+    parts = parameters(result.state)
+    assert (parts["critic"] is None) == (algorithms.get(algo).critic is None)
+    assert (parts["model"] is None) == (jacobians == "simulator")
 
 
 def test_incompatible_options_fail_when_the_config_is_built():
-    with pytest.raises(ValueError, match="jacobians='learned' with algo='svg0_er'.*svg_inf, svg1"):
+    with pytest.raises(ValueError, match=r"jacobians='learned' with algo='svg0_er'.*svg_inf, svg1"):
         Config(algo="svg0_er", jacobians="learned")
     with pytest.raises(ValueError, match="algo='ppo': unknown algorithm; valid: svg_inf"):
         Config(algo="ppo")
     with pytest.raises(ValueError, match="chunks=3 must divide iterations=10"):
         Config(iterations=10, chunks=3)
-    with pytest.raises(ValueError, match="k=50: must be <= the horizon"):
-        Config(algo="svgk_er", k=50, env_options=dict(horizon=10))
     with pytest.raises(ValueError, match="batch_size=0: must be an integer >= 1"):
         Config(batch_size=0)
+    with pytest.raises(
+        ValueError, match="algo_options: svg1_er has no option k; its options: none"
+    ):
+        Config(algo="svg1_er", algo_options=dict(k=3))
+    with pytest.raises(ValueError, match="k=0: must be an integer >= 1"):
+        Config(algo="svgk_er", algo_options=dict(k=0))
+    with pytest.raises(ValueError, match=r"exploration_std=-0\.1: must be a finite number >= 0"):
+        Config(algo="dpg", algo_options=dict(exploration_std=-0.1))
+    with pytest.raises(
+        ValueError, match="replay_capacity=8: must hold at least n_envs × svgk_er's"
+    ):
+        Config(algo="svgk_er", algo_options=dict(k=3), n_envs=4, replay_capacity=8)
+
+
+def test_checks_that_need_the_task_run_when_it_is_made_not_when_the_config_is_built():
+    config = Config(
+        env="lqg", algo="svgk_er", algo_options=dict(k=50), env_options=dict(horizon=10)
+    )
+    with pytest.raises(ValueError, match="k=50: must be <= the horizon \\(10\\) of env 'lqg'"):
+        config.make_env()
+    with pytest.raises(ValueError, match="k=50: must be <= the horizon"):
+        make_train(config)
+    assert Config(env="lqg", env_options=dict(colour=1)).env_options == {"colour": 1}
+    with pytest.raises(ValueError, match="colour"):
+        Config(env="lqg", env_options=dict(colour=1)).make_env()
     with pytest.raises(ValueError, match=r"gamma=1.5: must be in \(0, 1\]"):
         Hyperparams(gamma=1.5).check()
 
@@ -90,14 +161,18 @@ def test_vmapped_seeds_equal_sequential_seeds_and_runs_repeat_exactly():
             )
     _, again = jax.jit(jax.vmap(train.train, in_axes=(0, None)))(keys, hp)
     for name in together:  # bit-identical
-        np.testing.assert_array_equal(np.asarray(together[name]), np.asarray(again[name]), err_msg=name)
+        np.testing.assert_array_equal(
+            np.asarray(together[name]), np.asarray(again[name]), err_msg=name
+        )
 
 
 def test_seeds_and_swept_hyperparameters_vmap_together():
     config = Config(algo="svg0_er", **LQG, **SMALL)
     hp = Hyperparams(policy_lr=jnp.array([1e-3, 1e-2]), gamma=jnp.array([0.9, 0.99]))
     result = run(config, hp, seeds=2, progress=lambda line: None)
-    alone = run(config, Hyperparams(policy_lr=1e-2, gamma=0.99), seeds=2, progress=lambda line: None)
+    alone = run(
+        config, Hyperparams(policy_lr=1e-2, gamma=0.99), seeds=2, progress=lambda line: None
+    )
     # Seed 1 of the sweep is the second key with the second set of values.
     np.testing.assert_allclose(
         result.metrics[-1]["policy_loss"][1], alone.metrics[-1]["policy_loss"][1], rtol=1e-4
@@ -116,8 +191,12 @@ def test_each_chunk_compiles_once():
     assert evaluate._cache_size() == 1
 
 
+TOLERANT = NonFiniteLimits(max_diverged_env_steps=1.0, max_skipped_updates=3.0)
+
+
 def test_a_planted_nan_is_counted_and_never_reaches_the_parameters(monkeypatch):
-    """The reward returns NaN at one time step: the updates that see it are skipped."""
+    """The reward returns NaN at one time step: the updates that see it are skipped (the
+    runner's limits on non-finite events, which this passes, are lifted)."""
     config = Config(algo="svg1_er", **LQG, **SMALL)
     env_class = type(config.make_env())
     original = env_class.reward
@@ -126,9 +205,9 @@ def test_a_planted_nan_is_counted_and_never_reaches_the_parameters(monkeypatch):
         return jnp.where(jnp.asarray(t) == 3, jnp.nan, original(self, s, a, t))
 
     monkeypatch.setattr(env_class, "reward", reward)
-    result = run(config, seeds=2, progress=lambda line: None)
+    result = run(config, seeds=2, progress=lambda line: None, limits=TOLERANT)
     assert result.metrics[-1]["nonfinite_updates"].sum() > 0
-    params = eqx.filter((result.state.policy, result.state.value), eqx.is_inexact_array)
+    params = eqx.filter(parameters(result.state), eqx.is_inexact_array)
     assert all(jnp.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
@@ -142,7 +221,7 @@ def test_a_diverged_environment_step_is_counted_and_its_episode_restarts(monkeyp
         return jnp.where(jnp.abs(s[0]) > 0.5, jnp.inf, s_next)
 
     monkeypatch.setattr(env_class, "transition", transition)
-    result = run(config, seeds=1, progress=lambda line: None)
+    result = run(config, seeds=1, progress=lambda line: None, limits=TOLERANT)
     assert result.metrics[-1]["nonfinite_env_steps"].sum() > 0
     buffer = result.state.buffer
     assert jnp.isfinite(buffer.data.s_next).all() and jnp.isfinite(buffer.data.r).all()
@@ -151,9 +230,16 @@ def test_a_diverged_environment_step_is_counted_and_its_episode_restarts(monkeyp
 # --- learning ---------------------------------------------------------------------
 
 LEARN = dict(
-    env="lqg", env_options=dict(horizon=20), linear_policy=True, squash=False, time_input=True,
-    n_envs=4, batch_size=64, critic_hidden=(64, 64), chunks=4,
-)  # fmt: skip
+    env="lqg",
+    env_options=dict(horizon=20),
+    linear_policy=True,
+    squash=False,
+    time_input=True,
+    n_envs=4,
+    batch_size=64,
+    critic_hidden=(64, 64),
+    chunks=4,
+)
 
 
 def exact_ratio(config, result):
@@ -161,7 +247,9 @@ def exact_ratio(config, result):
     env = config.make_env()
     policy = result.state.policy
     deterministic = jnp.full(env.action_size, -20.0)  # σ = e^-20: the mean action
-    returns = jax.vmap(lambda K, k: env.exact_return(K, k, deterministic))(policy.net.K, policy.net.k)
+    returns = jax.vmap(lambda K, k: env.exact_return(K, k, deterministic))(
+        policy.net.K, policy.net.k
+    )
     return np.asarray(returns / env.optimal_return())
 
 
@@ -199,7 +287,9 @@ def test_actor_critic_improves_on_its_initial_return():
     config = Config(algo="actor_critic", **{**LEARN, "iterations": 200})
     env = config.make_env()
     zero_gain = jnp.zeros((env.action_size, env.state_size))
-    initial = env.exact_return(zero_gain, jnp.zeros(env.action_size), jnp.full(env.action_size, -20.0))
+    initial = env.exact_return(
+        zero_gain, jnp.zeros(env.action_size), jnp.full(env.action_size, -20.0)
+    )
     hp = Hyperparams(policy_lr=3e-3, gamma=1.0, init_std=0.3, tau=0.05, reward_scale=0.05)
     ratio = exact_ratio(config, run(config, hp, seeds=2, progress=lambda line: None))
     # Measured: 3.6 and 5.6 after 200 iterations (from 21.7).
@@ -207,9 +297,14 @@ def test_actor_critic_improves_on_its_initial_return():
 
 
 HAND = dict(
-    env="hand", env_options=dict(horizon=100), n_envs=8, iterations=300, chunks=30, eval_episodes=32,
+    env="hand",
+    env_options=dict(horizon=100),
+    n_envs=8,
+    iterations=300,
+    chunks=30,
+    eval_episodes=32,
     policy_hidden=(32, 32),
-)  # fmt: skip
+)
 HAND_HP = Hyperparams(policy_lr=1e-2, gamma=1.0, init_std=0.3)
 
 
@@ -224,7 +319,11 @@ def test_svg_inf_on_a_short_hand_task_beats_the_initial_success_rate():
     result = run(config, HAND_HP, seeds=2, progress=lambda line: None)
     success = result.series("eval_success")  # [chunks, seeds]
     train = make_train(config)  # the untrained policy on the same evaluation episodes
-    state0 = jax.vmap(train.init, in_axes=(0, None))(jax.random.split(jax.random.key(0), 2), HAND_HP.as_arrays())
-    before = np.asarray(jax.vmap(train.evaluate)(state0, jax.random.split(jax.random.key(1), 2))["eval_success"])
+    state0 = jax.vmap(train.init, in_axes=(0, None))(
+        jax.random.split(jax.random.key(0), 2), HAND_HP.as_arrays()
+    )
+    before = np.asarray(
+        jax.vmap(train.evaluate)(state0, jax.random.split(jax.random.key(1), 2))["eval_success"]
+    )
     assert success[-5:].mean() >= before.mean() + 0.05, (before, success)
     assert result.series("eval_return")[-1].mean() > 0.5 * result.series("eval_return")[0].mean()

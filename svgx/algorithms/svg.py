@@ -1,0 +1,136 @@
+"""The SVG family: :func:`svgx.estimators.svg_loss` at a depth, and SVG(0).
+
+Each value-expansion algorithm is the one estimator with a depth (the stretch
+length, ``None``: whole episodes without a critic) and a data source; the
+Jacobian source is the loop's (``Config.jacobians``).
+
+===========  =================================  ========  ====================
+name         estimator                          data      paper
+===========  =================================  ========  ====================
+``svg_inf``  SVG(∞): whole episodes, no critic  episodes  §4.2, Alg. 1
+``svg1``     SVG(1): one step + ``V``           episodes  §4.3
+``svg1_er``  SVG(1), importance-weighted        replay    §4.3, Alg. 2, eq. 13
+``svgk_er``  SVG(k): ``k`` steps + ``V``        replay    §8 (an extension)
+``svg0_er``  SVG(0): ``Q(s, π(s, η))``          replay    §4.3, Alg. 3
+===========  =================================  ========  ====================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from svgx import estimators, replay, rollout
+from svgx.algorithms.base import Algorithm, PolicyInputs, check_int, importance_weight_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueExpansion(Algorithm):
+    """SVG(k): ``svg_loss`` on stretches of ``depth`` steps, bootstrapped with ``V``
+    (``depth=None``: whole episodes, no bootstrap). Replayed stretches are weighted by
+    truncated importance weights (paper eq. 13)."""
+
+    uses_dynamics = True
+    depth: ClassVar[int | None]
+    """Stretch length (None: the whole episode); a subclass may make it an option."""
+
+    @property
+    def sequence_length(self) -> int:
+        return self.depth if self.data == "replay" else 1
+
+    def policy_loss(self, inputs: PolicyInputs, *, key):
+        hp = inputs.hp
+        if self.data == "episodes":
+            batch = (
+                inputs.episodes
+                if self.depth is None
+                else rollout.stretches(inputs.episodes, self.depth)
+            )
+            ready, truncation = True, None
+        else:
+            ready = replay.count_sequence_starts(inputs.buffer, self.depth) > 0
+            batch = replay.sample_sequences(inputs.buffer, key, inputs.batch_size, self.depth)
+            truncation = hp.truncation
+
+        def loss(policy):
+            return estimators.svg_loss(
+                policy,
+                inputs.dynamics,
+                inputs.reward,
+                inputs.critic,
+                batch,
+                gamma=hp.gamma,
+                truncation=truncation,
+            )
+
+        return loss, ready
+
+    def policy_metrics(self, aux):
+        return importance_weight_metrics(aux) if self.data == "replay" else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class SVGInf(ValueExpansion):
+    """SVG(∞) (paper §4.2, Alg. 1): back-propagation through whole latest episodes, no critic."""
+
+    data, critic, depth = "episodes", None, None
+
+
+@dataclasses.dataclass(frozen=True)
+class SVG1(ValueExpansion):
+    """SVG(1) (paper §4.3): every step of the latest episodes, bootstrapped with ``V``."""
+
+    data, critic, depth = "episodes", "v", 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SVG1Replay(ValueExpansion):
+    """SVG(1) with experience replay (paper §4.3, Alg. 2): replayed transitions."""
+
+    data, critic, depth = "replay", "v", 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SVGKReplay(ValueExpansion):
+    """SVG(k) with experience replay (paper §8): replayed stretches of ``k`` steps.
+
+    Attributes:
+      k: stretch length of svgk_er, 1 <= k <= the task's horizon.
+    """
+
+    data, critic = "replay", "v"
+    k: int = 5
+
+    def __post_init__(self):
+        check_int("k", self.k, 1)
+
+    @property
+    def depth(self):
+        return self.k
+
+    def check(self, env):
+        if self.k > env.horizon:
+            raise ValueError(
+                f"k={self.k}: must be <= the horizon ({env.horizon}) of env {env.name!r}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class SVG0Replay(Algorithm):
+    """SVG(0) with experience replay (paper §4.3, Alg. 3): ``Q(s, π(s, η; θ), t)`` with the
+    policy noise ``η`` inferred from replayed ``(s, a)``, importance-weighted."""
+
+    data, critic, uses_dynamics = "replay", "q", False
+
+    def policy_loss(self, inputs: PolicyInputs, *, key):
+        batch = replay.sample(inputs.buffer, key, inputs.batch_size)
+
+        def loss(policy):
+            return estimators.svg0_loss(
+                policy, inputs.critic, batch, truncation=inputs.hp.truncation
+            )
+
+        return loss, True
+
+    def policy_metrics(self, aux):
+        return importance_weight_metrics(aux)
