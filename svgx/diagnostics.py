@@ -302,7 +302,9 @@ def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array,
     chunks = max(1, config.reference_samples // config.samples)
     grads = jnp.stack(
         [
-            _svg_inf(env, policy, make_dynamics("simulator", env), config.samples, config.gamma, k)
+            _sampled_true_gradient(
+                env, policy, make_dynamics("simulator", env), config.samples, config.gamma, k
+            )
             for k in jax.random.split(key, chunks)
         ]
     )
@@ -312,7 +314,8 @@ def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array,
 
 
 @eqx.filter_jit
-def _svg_inf(env, policy, dynamics, samples, gamma, key):
+def _sampled_true_gradient(env, policy, dynamics, samples, gamma, key):
+    """BPTT through the true simulator on ``samples`` fresh episodes, flattened."""
     data = rollout.episodes(env, policy, key, samples)
     g, _ = estimators.policy_gradient(
         estimators.svg_loss, policy, dynamics, env.reward, None, data, gamma=gamma
