@@ -58,7 +58,7 @@ def initialize_distributed() -> None:
 # Before anything starts JAX's backend (importing the tasks does).
 initialize_distributed()
 
-from svgx import algorithms  # noqa: E402
+from svgx import algorithms, tuned  # noqa: E402
 from svgx.config import Config, Hyperparams, iterations_for_steps  # noqa: E402 (re-exported)
 from svgx.divergence import EXIT_STATUS as NONFINITE_EXIT_STATUS  # noqa: E402
 from svgx.divergence import NonFiniteError, NonFiniteLimits  # noqa: E402
@@ -239,16 +239,21 @@ def train_args() -> type[TrainArgs]:
     options (left unset: the algorithm's default)."""
     types = typing.get_type_hints(Config)
     types["algo"] = Literal[algorithms.names()]
+    types |= {f.name: float for f in dataclasses.fields(Hyperparams)}
     texts = {**_help(Config), **_help(Hyperparams)}
     fields = []
-    for f in dataclasses.fields(Config):
-        if f.name in CONFIG_FLAGS:
-            default = dataclasses.field(default=f.default, default_factory=f.default_factory)
-            fields.append(
-                (f.name, Annotated[types[f.name], tyro.conf.arg(help=texts.get(f.name))], default)
-            )
-    for f in dataclasses.fields(Hyperparams):
-        fields.append((f.name, Annotated[float, tyro.conf.arg(help=texts.get(f.name))], f.default))
+    for f in (*dataclasses.fields(Config), *dataclasses.fields(Hyperparams)):
+        if f.name == "algo_options":
+            continue
+        if f.name in tuned.tunable_fields():  # unset: the tuned value, else the default
+            text = f"{texts.get(f.name)} (default: {f.default!r}, or the task's tuned value)"
+            annotated = Annotated[types[f.name] | None, tyro.conf.arg(help=text)]
+            fields.append((f.name, annotated, None))
+            continue
+        default = dataclasses.field(default=f.default, default_factory=f.default_factory)
+        fields.append(
+            (f.name, Annotated[types[f.name], tyro.conf.arg(help=texts.get(f.name))], default)
+        )
     for name, (kind, defaults, text) in _option_flags().items():
         owners = "; ".join(f"{algo}: default {default!r}" for algo, default in defaults.items())
         annotated = Annotated[kind | None, tyro.conf.arg(help=f"{text} ({owners})")]
@@ -277,13 +282,33 @@ def train_spec(args: TrainArgs):
                 f"--{name.replace('_', '-')}: an option of {', '.join(owners)}, "
                 f"not of algo={args.algo!r} (its options: {', '.join(own) or 'none'})"
             )
-    config = Config(**{name: getattr(args, name) for name in CONFIG_FLAGS}, algo_options=given)
+    unset = [name for name in tuned.tunable_fields() if getattr(args, name) is None]
+    resolved = {
+        name: value for name, value in tuned.settings(args.env, args.algo).items() if name in unset
+    }
+    defaults = {
+        f.name: f.default for f in (*dataclasses.fields(Config), *dataclasses.fields(Hyperparams))
+    }
+
+    def value(name):
+        """The flag if given, else the tuned value, else the class default."""
+        flag = getattr(args, name)
+        return flag if flag is not None else resolved.get(name, defaults[name])
+
+    config = Config(**{name: value(name) for name in CONFIG_FLAGS}, algo_options=given)
     config.make_env()
     if args.steps is not None:
         config = dataclasses.replace(config, iterations=iterations_for_steps(config, args.steps))
     if not isinstance(args.seeds, int) or args.seeds < 1:
         raise ValueError(f"seeds={args.seeds!r}: must be an integer >= 1")
-    hparams = Hyperparams(**{name: getattr(args, name) for name in HYPERPARAM_FLAGS}).check()
+    hparams = Hyperparams(**{name: value(name) for name in HYPERPARAM_FLAGS}).check()
+    if resolved:
+        print(
+            f"tuned settings for {args.algo} on {args.env}: "
+            + ", ".join(f"{name}={v}" for name, v in resolved.items())
+            + " (flags override them)",
+            file=sys.stderr,
+        )
     return rundir.RunSpec(config, hparams, args.seeds, args.seed, args.limits)
 
 

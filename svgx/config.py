@@ -61,6 +61,10 @@ class Config:
       linear_policy: a linear-Gaussian policy (``lqg`` probes) instead of the MLP.
       time_input: give critics ``t / T`` (and V = 0 at the horizon); None: the task decides.
       target_period: 0 for Polyak targets (rate ``tau``), else copy every this many updates.
+      critic_n_step: ``V``'s target looks this many replayed steps ahead,
+        ``Σ_{i<n} γ^i r_i + γ^n V'(s_n)`` (stopping at the episode's end), weighted by
+        the truncated product of the n importance ratios; 1 is the paper's TD(0).
+        Replay algorithms with ``V`` only.
       eval_episodes: episodes with the mean action per evaluation.
       float64: run in double precision.
     """
@@ -87,6 +91,7 @@ class Config:
     linear_policy: bool = False
     time_input: bool | None = None
     target_period: int = 0
+    critic_n_step: int = 1
     eval_episodes: int = 8
     float64: bool = False
 
@@ -117,6 +122,7 @@ class Config:
             "replay_capacity",
             "model_hidden",
             "eval_episodes",
+            "critic_n_step",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -142,12 +148,22 @@ class Config:
             raise ValueError("learn_std=False needs state_dependent_std=False (a free σ)")
         if self.linear_policy and self.state_dependent_std:
             raise ValueError("linear_policy=True needs state_dependent_std=False")
-        length = algorithm.sequence_length
+        if self.critic_n_step > 1 and (algorithm.critic != "v" or algorithm.data != "replay"):
+            with_v = [
+                name
+                for name in algorithms.names()
+                if algorithms.get(name).critic == "v" and algorithms.get(name).data == "replay"
+            ]
+            raise ValueError(
+                f"critic_n_step={self.critic_n_step} with algo={self.algo!r}: n-step targets are "
+                f"for replay algorithms with V: {', '.join(with_v)}"
+            )
+        length = max(algorithm.sequence_length, self.critic_n_step)
         if self.replay_capacity < self.n_envs * length:
             raise ValueError(
                 f"replay_capacity={self.replay_capacity}: "
                 f"must hold at least n_envs × {self.algo}'s "
-                f"stretch length = {self.n_envs * length} transitions"
+                f"stretch length (or critic_n_step) = {self.n_envs * length} transitions"
             )
 
     @property
@@ -182,6 +198,10 @@ class Hyperparams(eqx.Module):
         ``w = min(c, p(a|s; θ) / p(a|s; θ_k))`` (paper eq. 13, truncated).
       init_std: the policy's initial σ (pre-squash).
       max_grad_norm: global-norm gradient clipping of every update.
+      entropy_coef: weight ``α`` of an entropy bonus in the policy loss,
+        ``α · E_s E_η[−log π(a(s, η) | s)]`` (the entropy of the squashed action,
+        re-parameterised, as in SAC) over the states of the policy step's data.
+        0 is the paper's SVG; > 0 keeps σ from collapsing under a control cost.
       reward_scale: multiplies the reward in every learning signal (critics and
         surrogates; it does not change the optimal policy). Critics learn best
         when returns are O(1); evaluation reports unscaled returns.
@@ -196,6 +216,7 @@ class Hyperparams(eqx.Module):
     init_std: float | jnp.ndarray = 0.5
     max_grad_norm: float | jnp.ndarray = 10.0
     reward_scale: float | jnp.ndarray = 1.0
+    entropy_coef: float | jnp.ndarray = 0.0
 
     def check(self) -> Hyperparams:
         """Raises for values out of range (on concrete values); returns self."""
@@ -219,6 +240,7 @@ class Hyperparams(eqx.Module):
         bad("gamma", lambda v: (v > 0) & (v <= 1), "in (0, 1]")
         bad("tau", lambda v: (v > 0) & (v <= 1), "in (0, 1]")
         bad("truncation", lambda v: v >= 1, ">= 1")
+        bad("entropy_coef", lambda v: v >= 0, ">= 0")
         return self
 
     def as_arrays(self, dtype=jnp.float32) -> Hyperparams:

@@ -11,14 +11,18 @@ time-blind critic bootstraps through it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from svgx.nets import MLP
+
+if TYPE_CHECKING:
+    from svgx.replay import Transition
 
 
 def _time_features(x, t, horizon):
@@ -92,14 +96,37 @@ def value_td_loss(
     t: Int[Array, " batch"],
     r_t: Float[Array, " batch"],
     s_tp1: Float[Array, "batch n_s"],
-    gamma: float | Float[Array, ""],
+    gamma: float | Float[Array, ""] | Float[Array, " batch"],
     weights: Float[Array, " batch"],
+    t_tp1: Int[Array, " batch"] | None = None,
 ) -> Float[Array, ""]:
-    """Importance-weighted TD(0): ``mean(w (V(s_t) − r_t − γ V'(s_{t+1}))²) / 2``."""
+    """Importance-weighted TD(0): ``mean(w (V(s_t) − r_t − γ V'(s_{t+1}))²) / 2``.
+
+    An n-step target passes the discounted reward sum as ``r_t``, the bootstrap
+    state and its time as ``s_tp1`` and ``t_tp1`` (default ``t + 1``), and the
+    per-example discount ``γ^n`` as ``gamma``.
+    """
     v_t = jax.vmap(value)(s_t, t)
-    v_tp1 = jax.vmap(target)(s_tp1, t + 1)
+    v_tp1 = jax.vmap(target)(s_tp1, t + 1 if t_tp1 is None else t_tp1)
     y = jax.lax.stop_gradient(r_t + gamma * v_tp1)
     return 0.5 * jnp.mean(jax.lax.stop_gradient(weights) * (v_t - y) ** 2)
+
+
+def n_step_target(
+    runs: Transition, inside: Bool[Array, "batch n"], gamma: float | Float[Array, ""]
+) -> tuple[
+    Float[Array, " batch"], Float[Array, "batch n_s"], Int[Array, " batch"], Float[Array, " batch"]
+]:
+    """What :func:`value_td_loss` needs for n-step targets ``Σ_{i<k} γ^i r_i + γ^k V'(s_k, t_k)``
+    of runs of ``n`` consecutive replayed steps (leaves ``[batch, n, …]``), of which the
+    first ``k`` are ``inside`` the run (:func:`svgx.replay.sample_n_step`):
+    ``(Σ_{i<k} γ^i r_i, s_k, t_k, γ^k)``."""
+    n = inside.shape[1]
+    powers = gamma ** jnp.arange(n, dtype=runs.r.dtype)
+    reward_sum = jnp.sum(jnp.where(inside, powers * runs.r, 0.0), axis=1)
+    k = inside.sum(axis=1)
+    last = jnp.arange(k.shape[0]), k - 1
+    return reward_sum, runs.s_next[last], runs.t[last] + 1, gamma ** k.astype(runs.r.dtype)
 
 
 def q_td_loss(

@@ -104,7 +104,21 @@ class GaussianPolicy(eqx.Module):
         """``log p(a | s; θ)``, with the change of variables of the squash."""
         mean, std = self.distribution(s)
         u = self._unsquash(a)
-        z = (u - mean) / std
+        return self._log_density(u, (u - mean) / std, std)
+
+    def entropy_sample(
+        self, s: Float[Array, " n_s"], eta: Float[Array, " n_a"]
+    ) -> Float[Array, ""]:
+        """``−log p(a | s)`` at ``a = π(s, η)``: a one-sample, re-parameterised estimate
+        of the entropy of the (squashed) action, differentiable in θ (as SAC's).
+
+        Unlike ``Σ log σ`` it is bounded under the squash: a σ so wide that ``tanh``
+        saturates puts ``a`` at the bounds and lowers it."""
+        mean, std = self.distribution(s)
+        return -self._log_density(mean + std * eta, eta, std)
+
+    def _log_density(self, u, z, std) -> Float[Array, ""]:
+        """``log p(a)`` of ``a = squash(u)``, ``u = μ + σ z``."""
         log_p = jnp.sum(-0.5 * z**2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi))
         if self.scale is not None:
             # da/du = scale (1 − tanh² u); log(1 − tanh² u) = 2 (log 2 − u − softplus(−2u)).

@@ -222,3 +222,23 @@ def _fields(transition: Transition) -> list[tuple[str, Array]]:
 def _check_length(length: int) -> None:
     if not isinstance(length, numbers.Integral) or length < 1:
         raise ValueError(f"length must be an integer >= 1, got {length!r}")
+
+
+def sample_n_step(
+    buffer: ReplayBuffer, key: PRNGKeyArray, batch_size: int, n: int
+) -> tuple[Transition, Bool[Array, "batch_size n"]]:
+    """``batch_size`` runs of up to ``n`` consecutive steps of one environment, their
+    starts drawn uniformly from the filled cells (as :func:`sample`); leaves
+    ``[batch_size, n, ...]``, and a mask of the steps that belong to the run: step
+    ``i`` does iff it is filled and no earlier step of the run ended its episode
+    (step 0 always does). ``O(batch_size · n)``.
+    """
+    _check_length(n)
+    key_row, key_env = jax.random.split(key)
+    oldest = (buffer.position - buffer.size) % buffer.capacity
+    age = jax.random.randint(key_row, (batch_size,), 0, buffer.size)
+    env = jax.random.randint(key_env, (batch_size,), 0, buffer.n_envs)
+    ages = age[:, None] + jnp.arange(n)
+    runs = _gather(buffer.data, (oldest + ages) % buffer.capacity, env[:, None])
+    ended_before = jnp.cumsum(runs.done, axis=1) - runs.done
+    return runs, (ages < buffer.size) & (ended_before == 0)

@@ -363,12 +363,35 @@ def make_train(config: Config) -> Train:
         batch = replay.sample(state.buffer, key, config.batch_size)
         return batch, algorithm.critic_weights(state.policy, batch, hp)
 
+    def n_step_batch(state: TrainState, hp, key):
+        """``V``'s data for n-step targets (``critic_n_step`` > 1): ``(batch, weights,
+        (γ^k, t_k))``, ``batch.r`` and ``batch.s_next`` as :func:`critics.n_step_target`
+        makes them, weighted by the truncated product of the k importance ratios."""
+        runs, inside = replay.sample_n_step(
+            state.buffer, key, config.batch_size, config.critic_n_step
+        )
+        log_p = jax.vmap(jax.vmap(state.policy.log_prob))(runs.s, runs.a)
+        log_ratio = jnp.where(inside, log_p - runs.log_prob, 0.0)
+        weights = critics.truncated_importance_weights(
+            log_ratio, jnp.zeros_like(log_ratio), hp.truncation
+        )
+        r, s_k, t_k, discount = critics.n_step_target(runs, inside, hp.gamma)
+        batch = eqx.tree_at(
+            lambda b: (b.r, b.s_next), jax.tree.map(lambda x: x[:, 0], runs), (r, s_k)
+        )
+        return batch, weights, (discount, t_k)
+
     def update_critic(state: TrainState, hp, key_batch, key_next, episodes, enabled):
-        """One weighted TD(0) step of the critic towards its target network, then the
-        target's update (paper §5, Alg. 4); ``Q``'s next actions are the algorithm's."""
+        """One weighted TD(0) step of the critic towards its target network (n-step for
+        ``V`` with ``critic_n_step`` > 1), then the target's update (paper §5, Alg. 4);
+        ``Q``'s next actions are the algorithm's."""
         if algorithm.critic is None:
             return state, {}
-        batch, weights = critic_batch(state, hp, key_batch, episodes)
+        if config.critic_n_step > 1:
+            batch, weights, (discount, t_next) = n_step_batch(state, hp, key_batch)
+        else:
+            batch, weights = critic_batch(state, hp, key_batch, episodes)
+            discount, t_next = hp.gamma, None
         r, target = hp.reward_scale * batch.r, state.critic_target
         if algorithm.critic == "q":
             a_next = algorithm.next_actions(state.policy, state.extra, batch.s_next, key=key_next)
@@ -382,7 +405,7 @@ def make_train(config: Config) -> Train:
 
             def loss(value):
                 return critics.value_td_loss(
-                    value, target, batch.s, batch.t, r, batch.s_next, hp.gamma, weights
+                    value, target, batch.s, batch.t, r, batch.s_next, discount, weights, t_next
                 ), None
 
         online, opt, value_loss, _, _, bad = safe_step(
@@ -396,6 +419,13 @@ def make_train(config: Config) -> Train:
             lambda s: (s.critic, s.critic_target, s.critic_opt), state, (online, target, opt)
         )
         return _count(state, bad), {"value_loss": value_loss}
+
+    def entropy_states(state: TrainState, key, episodes):
+        """States where the entropy bonus is measured: the policy step's data (the latest
+        episodes, or a replayed batch)."""
+        if episodes is not None:
+            return episodes.s.reshape(-1, episodes.s.shape[-1])
+        return replay.sample(state.buffer, key, config.batch_size).s
 
     def update_policy(state: TrainState, hp, key, episodes, enabled):
         """One step of the algorithm's policy loss, then its own state."""
@@ -415,7 +445,17 @@ def make_train(config: Config) -> Train:
             hp=hp,
             extra=state.extra,
         )
-        loss_fn, ready = algorithm.policy_loss(inputs, key=key)
+        estimator_loss, ready = algorithm.policy_loss(inputs, key=key)
+        states = entropy_states(state, jax.random.fold_in(key, 2), episodes)
+        eta = jax.random.normal(
+            jax.random.fold_in(key, 3), (states.shape[0], env.action_size), states.dtype
+        )
+
+        def loss_fn(policy):  # the algorithm's own loss when entropy_coef == 0
+            loss, aux = estimator_loss(policy)
+            entropy = jnp.mean(jax.vmap(policy.entropy_sample)(states, eta))
+            return loss - hp.entropy_coef * entropy, aux
+
         policy, opt, loss, aux, grad_norm, bad = safe_step(
             state.policy,
             state.policy_opt,
@@ -469,6 +509,7 @@ def make_train(config: Config) -> Train:
             metrics |= policy_metrics
         state = eqx.tree_at(lambda s: s.iteration, state, state.iteration + 1)
         metrics |= dict(
+            policy_std=jnp.mean(jax.vmap(lambda s: state.policy.distribution(s)[1])(state.env.s)),
             train_return=state.last_return,
             nonfinite_updates=state.nonfinite_updates,
             nonfinite_env_steps=state.nonfinite_env_steps,

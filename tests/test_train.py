@@ -72,6 +72,7 @@ COMMON_METRICS = {
     "env_steps",
     "updates",
     "episodes",
+    "policy_std",
     "wall_time",
 }
 IMPORTANCE_WEIGHTED = {"svg1_er", "svgk_er", "svg0_er"}

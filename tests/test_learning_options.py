@@ -1,0 +1,239 @@
+"""The options that make svg1_er learn cart-pole, tested for what they compute.
+
+* ``Hyperparams.entropy_coef``: the re-parameterised entropy of the squashed action
+  (:meth:`GaussianPolicy.entropy_sample`) against the log-density computed the other
+  way (un-squashing ``a``), and its gradient on a known Gaussian.
+* ``Config.critic_n_step``: n-step runs from replay stop at the write position and at
+  episode ends, and the targets of a hand-worked reward sequence.
+* Both run through the training loop, and the defaults leave the paper's algorithm.
+"""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svgx import critics, replay, runner
+from svgx.config import Config, Hyperparams
+from svgx.policy import linear_policy, mlp_policy
+from svgx.replay import Transition
+
+# --- the entropy bonus ------------------------------------------------------------------
+
+
+def test_entropy_sample_of_an_unsquashed_gaussian_and_its_gradient():
+    """Unsquashed, −log p(μ + ση) = Σ_i (η_i²/2 + log σ_i + log(2π)/2): with σ = (0.5, 0.5)
+    and η = (1, −2): 5/2 + 2 log 0.5 + log(2π). It does not depend on μ (η is held
+    fixed and the density is the standard normal's at η), so its gradient in the
+    mean's parameters is exactly 0."""
+    with jax.enable_x64(True):
+        policy = linear_policy(3, 2, init_std=0.5, learn_std=True)
+        s, eta = jnp.array([0.3, -1.0, 2.0]), jnp.array([1.0, -2.0])
+        assert np.allclose(policy.distribution(s)[1], 0.5)
+        np.testing.assert_allclose(
+            policy.entropy_sample(s, eta), 2.5 + 2 * np.log(0.5) + np.log(2 * np.pi), rtol=1e-6
+        )
+        grads = eqx.filter_grad(lambda p: p.entropy_sample(s, eta))(policy)
+        mean_grads = jax.tree.leaves(grads.net)  # the linear policy's net is its mean
+        assert mean_grads and all(np.all(np.asarray(g) == 0) for g in mean_grads)
+
+
+def test_entropy_sample_of_the_squashed_action_equals_minus_log_prob_of_that_action():
+    """Two ways to the same number: the change of variables at u = μ + ση, and
+    ``log_prob`` of a = scale·tanh(u), which un-squashes a first (float64)."""
+    with jax.enable_x64(True):
+        policy = mlp_policy(
+            lambda s: s, 3, 2, key=jax.random.key(0), hidden=(8, 8), init_std=0.7, scale=2.0
+        )
+        policy = jax.tree.map(
+            lambda x: (
+                x.astype(jnp.float64)
+                if jnp.issubdtype(getattr(x, "dtype", None), jnp.floating)
+                else x
+            ),
+            policy,
+        )
+        keys = jax.random.split(jax.random.key(1), 16)
+        states = jax.random.normal(keys[0], (16, 3), jnp.float64)
+        etas = jax.random.normal(keys[1], (16, 2), jnp.float64)
+        mean, std = jax.vmap(policy.distribution)(states)
+        actions = 2.0 * jnp.tanh(mean + std * etas)
+        by_reparameterisation = jax.vmap(policy.entropy_sample)(states, etas)
+        by_density = -jax.vmap(policy.log_prob)(states, actions)
+        np.testing.assert_allclose(by_reparameterisation, by_density, rtol=1e-9)
+
+
+def test_the_entropy_bonus_of_a_squashed_policy_is_bounded_in_sigma():
+    """Σ log σ grows without bound; the squashed action's entropy peaks and falls once
+    tanh saturates (a very wide σ puts a at ±scale), so the bonus cannot run σ away."""
+    eta = jax.random.normal(jax.random.key(0), (4096, 1))
+
+    def entropy(sigma):
+        u = sigma * eta[:, 0]
+        log_p = -0.5 * eta[:, 0] ** 2 - jnp.log(sigma) - 0.5 * jnp.log(2 * jnp.pi)
+        log_det = jnp.log(1 - jnp.tanh(u) ** 2 + 1e-30)
+        return -jnp.mean(log_p - log_det)
+
+    values = [float(entropy(s)) for s in (0.3, 1.0, 7.0)]
+    assert values[1] > values[0] and values[1] > values[2]
+
+
+# --- n-step targets ---------------------------------------------------------------------
+
+
+def run_of(rewards, dones, t0=0):
+    """One run of len(rewards) steps: s = (t,), s_next = (t + 1,)."""
+    n = len(rewards)
+    t = np.arange(t0, t0 + n, dtype=np.int32)
+    return Transition(
+        s=jnp.asarray(t[:, None], jnp.float32),
+        a=jnp.zeros((n, 1)),
+        r=jnp.asarray(rewards, jnp.float32),
+        s_next=jnp.asarray(t[:, None] + 1, jnp.float32),
+        t=jnp.asarray(t),
+        done=jnp.asarray(dones),
+        log_prob=jnp.zeros(n),
+        noise=jnp.zeros((n, 1)),
+    )
+
+
+def test_n_step_targets_of_a_hand_worked_reward_sequence():
+    # Run 1: r = (1, 2, 4), all inside, γ = 1/2: 1 + 2/2 + 4/4 = 3; bootstrap s_3, t = 3, γ³ = 1/8.
+    # Run 2: r = (1, 2, 4), the episode ends at step 1 (inside = T, T, F): 1 + 1 = 2;
+    #        bootstrap from step 1's s_next = (7,) at t = 7, discount γ² = 1/4.
+    one, two = (
+        run_of([1.0, 2.0, 4.0], [False] * 3),
+        run_of([1.0, 2.0, 4.0], [False, True, False], t0=5),
+    )
+    runs = jax.tree.map(lambda a, b: jnp.stack([a, b]), one, two)
+    inside = jnp.array([[True, True, True], [True, True, False]])
+    reward_sum, s_k, t_k, discount = critics.n_step_target(runs, inside, 0.5)
+    np.testing.assert_array_equal(reward_sum, [3.0, 2.0])
+    np.testing.assert_array_equal(s_k[:, 0], [3.0, 7.0])
+    np.testing.assert_array_equal(t_k, [3, 7])
+    np.testing.assert_array_equal(discount, [0.125, 0.25])
+
+
+def test_value_td_loss_with_an_n_step_target():
+    # V(s, t) = 2 s (no time input), target V' the same: run 1 of the test above,
+    # y = 3 + (1/8)·V'(s_3 = 3) = 3 + 6/8 = 3.75; V(s_0 = 0) = 0; loss = (0 − 3.75)²/2.
+    value = critics.ValueFunction(lambda x: 2.0 * x, lambda s: s, None)
+    loss = critics.value_td_loss(
+        value,
+        value,
+        jnp.zeros((1, 1)),
+        jnp.zeros(1, jnp.int32),
+        jnp.array([3.0]),
+        jnp.array([[3.0]]),
+        jnp.array([0.125]),
+        jnp.ones(1),
+        jnp.array([3], jnp.int32),
+    )
+    np.testing.assert_allclose(loss, 0.5 * 3.75**2, rtol=1e-6)
+
+
+def test_sample_n_step_stops_at_episode_end_and_write_position():
+    """Runs are consecutive steps of one environment; a step is inside iff it is
+    filled and no earlier step of the run ended its episode."""
+    capacity, n_envs, n, steps = 6, 2, 3, 8
+    done_at = {4: [True, False]}
+    buffer = replay.init(capacity, row(0, n_envs))
+    for k in range(steps):  # wraps: the buffer holds steps 2 .. 7
+        buffer = replay.add(buffer, row(k, n_envs, done=done_at.get(k)))
+    runs, inside = replay.sample_n_step(buffer, jax.random.key(0), 256, n)
+    ident, inside = np.asarray(runs.r), np.asarray(inside)
+    step, env = (ident // 100).astype(int), (ident % 100).astype(int)
+    assert np.all(env == env[:, :1])
+    assert np.all(inside[:, 0]) and set(step[:, 0]) == set(range(2, steps))
+    for k, e, mask in zip(step[:, 0], env[:, 0], inside, strict=True):
+        ended = [done_at.get(j, [False] * n_envs)[e] for j in range(k, k + n)]
+        expected = [k + i < steps and not any(ended[:i]) for i in range(n)]
+        assert mask.tolist() == expected
+    assert np.all(np.where(inside, step == step[:, :1] + np.arange(n), True))
+
+
+def row(step, n_envs, *, done=None):
+    ident = (100 * step + np.arange(n_envs)).astype(np.float32)
+    return Transition(
+        s=jnp.asarray(ident)[:, None],
+        a=jnp.zeros((n_envs, 1)),
+        r=jnp.asarray(ident),
+        s_next=jnp.asarray(ident)[:, None],
+        t=jnp.full(n_envs, step, jnp.int32),
+        done=jnp.asarray(np.zeros(n_envs, bool) if done is None else done),
+        log_prob=jnp.zeros(n_envs),
+        noise=jnp.zeros((n_envs, 1)),
+    )
+
+
+# --- through the training loop ------------------------------------------------------------
+
+LQG = dict(
+    env="lqg",
+    env_options=dict(horizon=10),
+    linear_policy=True,
+    squash=False,
+    n_envs=2,
+    iterations=4,
+    chunks=2,
+    batch_size=16,
+    critic_hidden=(16, 16),
+    eval_episodes=2,
+)
+
+
+def test_n_step_targets_and_the_entropy_bonus_train_and_report_sigma():
+    config = Config(algo="svg1_er", critic_n_step=3, **LQG)
+    result = runner.run(config, Hyperparams(entropy_coef=0.1), seeds=2, progress=lambda line: None)
+    last = result.metrics[-1]
+    assert np.isfinite(last["value_loss"]).all() and last["nonfinite_updates"].sum() == 0
+    assert np.all(last["policy_std"] > 0)
+
+
+def test_n_step_targets_need_a_replay_algorithm_with_v():
+    with pytest.raises(ValueError, match="critic_n_step=3 with algo='svg0_er': n-step targets"):
+        Config(algo="svg0_er", critic_n_step=3)
+    with pytest.raises(ValueError, match="critic_n_step=0: must be an integer >= 1"):
+        Config(critic_n_step=0)
+    with pytest.raises(ValueError, match=r"entropy_coef=-0\.1: must be >= 0"):
+        Hyperparams(entropy_coef=-0.1).check()
+
+
+# --- tuned settings per task, used by svgx train ----------------------------------------
+
+
+def resolve(*argv):
+    import tyro
+
+    from svgx import cli
+
+    return cli.train_spec(tyro.cli(cli.train_args(), args=["--out", "unused", *argv]))
+
+
+def test_svgx_train_resolves_the_tuned_settings_and_flags_override_them(capsys):
+    from svgx import tuned
+
+    expected = tuned.settings("cartpole", "svg1_er")
+    assert expected  # the entry this test is about exists
+    spec = resolve("--env", "cartpole", "--algo", "svg1_er")
+    for name, value in expected.items():
+        field = spec.config if hasattr(spec.config, name) else spec.hparams
+        assert np.isclose(float(getattr(field, name)), value), name
+    assert "tuned settings for svg1_er on cartpole" in capsys.readouterr().err
+    # config.json records the resolved values
+    recorded = json.loads(spec.to_json())
+    assert recorded["config"]["critic_n_step"] == expected["critic_n_step"]
+    assert np.isclose(recorded["hparams"]["entropy_coef"], expected["entropy_coef"])
+    # an explicit flag wins, the rest stay tuned
+    spec = resolve(
+        "--env", "cartpole", "--algo", "svg1_er", "--tau", "0.01", "--critic-n-step", "1"
+    )
+    assert np.isclose(float(spec.hparams.tau), 0.01) and spec.config.critic_n_step == 1
+    assert np.isclose(float(spec.hparams.entropy_coef), expected["entropy_coef"])
+    # a pair without an entry gets the class defaults (the paper's algorithm)
+    spec = resolve("--env", "cartpole", "--algo", "svg0_er")
+    assert spec.config.critic_n_step == 1
+    assert float(spec.hparams.entropy_coef) == 0.0 and float(spec.hparams.tau) == Hyperparams().tau
