@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from small import TINY_LQG, TINY_LQG_FLAGS
 
 from svgx import cli, rundir, runner, sweep
 from svgx.config import Config, Hyperparams
@@ -18,47 +19,13 @@ from svgx.config import Config, Hyperparams
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A small lqg run: 3 chunks of 2 iterations, 2 seeds.
 TINY = [
-    "--env",
-    "lqg",
-    "--env-options",
-    "horizon",
-    "10",
-    "--algo",
-    "svg1_er",
-    "--linear-policy",
-    "--no-squash",
-    "--iterations",
-    "6",
-    "--chunks",
-    "3",
-    "--n-envs",
-    "2",
-    "--batch-size",
-    "16",
-    "--critic-hidden",
-    "16",
-    "16",
-    "--eval-episodes",
-    "2",
-    "--seeds",
-    "2",
+    *TINY_LQG_FLAGS,
+    *("--algo", "svg1_er", "--iterations", "6", "--chunks", "3", "--seeds", "2"),
 ]
 
 
 def tiny_spec(**overrides):
-    config = Config(
-        env="lqg",
-        env_options=dict(horizon=10),
-        algo="svg1_er",
-        linear_policy=True,
-        squash=False,
-        iterations=6,
-        chunks=3,
-        n_envs=2,
-        batch_size=16,
-        critic_hidden=(16, 16),
-        eval_episodes=2,
-    )
+    config = Config(algo="svg1_er", iterations=6, chunks=3, **TINY_LQG)
     return rundir.RunSpec(config, Hyperparams(), seeds=2, seed=0, **overrides)
 
 
@@ -227,7 +194,8 @@ def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
     """Four forced host devices: the seed axis is laid out over all four, and the
     metrics equal those of the same run on one device."""
     script = (
-        "import jax, numpy as np; from svgx import runner; from tests.test_cli import tiny_spec;"
+        "import sys; sys.path.insert(0, 'tests');"  # as pytest puts it, for `from small import`
+        "import jax, numpy as np; from svgx import runner; from test_cli import tiny_spec;"
         "spec = tiny_spec(); quiet = lambda line: None;"
         "c, h = spec.config, spec.hparams;"
         "a = runner.run(c, h, seeds=4, progress=quiet);"

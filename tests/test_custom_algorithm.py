@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from small import TINY_LQG, TINY_LQG_FLAGS
 
 from svgx import algorithms, cli, estimators, replay, rundir
 from svgx.config import Config
@@ -54,18 +55,7 @@ class SVG1SelfNormalised(algorithms.Algorithm):
 
 algorithms.register("svg1_snis", SVG1SelfNormalised)
 
-TINY = dict(
-    env="lqg",
-    env_options=dict(horizon=10),
-    linear_policy=True,
-    squash=False,
-    n_envs=2,
-    iterations=6,
-    chunks=2,
-    batch_size=16,
-    critic_hidden=(16, 16),
-    eval_episodes=2,
-)
+TINY = dict(iterations=6, chunks=2, **TINY_LQG)
 
 
 def test_a_registered_algorithm_trains_through_the_runner_with_its_own_option():
@@ -86,26 +76,8 @@ def test_a_registered_algorithm_trains_through_the_runner_with_its_own_option():
 def test_a_registered_algorithm_is_a_choice_of_the_command_line(tmp_path, capsys):
     out = tmp_path / "run"
     flags = [
-        "--env",
-        "lqg",
-        "--env-options",
-        "horizon",
-        "10",
-        "--linear-policy",
-        "--no-squash",
-        "--iterations",
-        "4",
-        "--chunks",
-        "2",
-        "--n-envs",
-        "2",
-        "--batch-size",
-        "16",
-        "--critic-hidden",
-        "16",
-        "16",
-        "--eval-episodes",
-        "2",
+        *TINY_LQG_FLAGS,
+        *("--iterations", "4", "--chunks", "2"),
     ]
     cli.main(
         [

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from small import TINY_LQG
 
 from svgx import critics, replay, runner
 from svgx.config import Config, Hyperparams
@@ -171,18 +172,7 @@ def row(step, n_envs, *, done=None):
 
 # --- through the training loop ------------------------------------------------------------
 
-LQG = dict(
-    env="lqg",
-    env_options=dict(horizon=10),
-    linear_policy=True,
-    squash=False,
-    n_envs=2,
-    iterations=4,
-    chunks=2,
-    batch_size=16,
-    critic_hidden=(16, 16),
-    eval_episodes=2,
-)
+LQG = dict(iterations=4, chunks=2, **TINY_LQG)
 
 
 def test_n_step_targets_and_the_entropy_bonus_train_and_report_sigma():

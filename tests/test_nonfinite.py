@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from small import TINY_LQG, TINY_LQG_FLAGS
 
 from svgx import cli, divergence, rundir, runner
 from svgx.config import Config, Hyperparams
@@ -26,32 +27,9 @@ from svgx.train import parameters
 # Two iterations per chunk, one step per environment each; the first two iterations
 # act at random and do not learn (random_steps), so chunk 1 is always finite.
 LQG = [
-    "--env",
-    "lqg",
-    "--env-options",
-    "horizon",
-    "10",
-    "--algo",
-    "svg1_er",
-    "--linear-policy",
-    "--no-squash",
-    "--n-envs",
-    "2",
-    "--iterations",
-    "6",
-    "--chunks",
-    "3",
-    "--random-steps",
-    "2",
-    "--batch-size",
-    "16",
-    "--critic-hidden",
-    "16",
-    "16",
-    "--eval-episodes",
-    "2",
-    "--seeds",
-    "2",
+    *TINY_LQG_FLAGS,
+    *("--algo", "svg1_er", "--iterations", "6", "--chunks", "3", "--random-steps", "2"),
+    *("--seeds", "2"),
 ]
 
 
@@ -262,18 +240,7 @@ def test_a_run_with_a_huge_learning_rate_stops_keeps_its_finite_checkpoint_and_c
 
 def diverging_lqg(monkeypatch):
     """lqg whose transition diverges whenever |s_0| > 0.5 (often, from its initial states)."""
-    config = Config(
-        env="lqg",
-        env_options=dict(horizon=10),
-        linear_policy=True,
-        squash=False,
-        n_envs=2,
-        iterations=4,
-        chunks=2,
-        batch_size=16,
-        critic_hidden=(16, 16),
-        eval_episodes=2,
-    )
+    config = Config(iterations=4, chunks=2, **TINY_LQG)
     env_class = type(config.make_env())
     original = env_class.transition
 
@@ -314,19 +281,7 @@ def test_parameters_that_become_nan_stop_the_run_in_python(tmp_path, monkeypatch
     so the check is bypassed here) turns the policy's parameters into NaN at its first
     update; the run stops after that chunk and says which parameters."""
     monkeypatch.setattr(Hyperparams, "check", lambda self: self)
-    config = Config(
-        env="lqg",
-        env_options=dict(horizon=10),
-        linear_policy=True,
-        squash=False,
-        n_envs=2,
-        iterations=6,
-        chunks=3,
-        random_steps=2,
-        batch_size=16,
-        critic_hidden=(16, 16),
-        eval_episodes=2,
-    )
+    config = Config(iterations=6, chunks=3, random_steps=2, **TINY_LQG)
     spec = rundir.RunSpec(config, Hyperparams(policy_lr=float("inf")), seeds=2, seed=0)
     out = tmp_path / "run"
     with pytest.raises(NonFiniteError) as error:
