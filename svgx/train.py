@@ -36,6 +36,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from svgx import critics, replay, rollout
 from svgx.algorithms import PolicyInputs
 from svgx.config import Config, Hyperparams
+from svgx.divergence import all_finite
 from svgx.dynamics import make_dynamics
 from svgx.model import DynamicsModel, dynamics_model
 from svgx.policy import GaussianPolicy, linear_policy, mlp_policy
@@ -107,13 +108,6 @@ def _optimizer(max_grad_norm):
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.scale_by_adam())
 
 
-def _tree_all_finite(tree) -> Array:
-    leaves = [
-        jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
-    ]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def safe_step(module, opt_state, loss_fn, learning_rate, max_grad_norm, *, enabled=True):
     """One clipped Adam step on ``loss_fn(module) -> (loss, aux)``, skipped when the loss or
     the gradient is not finite (or ``enabled`` is false).
@@ -123,7 +117,7 @@ def safe_step(module, opt_state, loss_fn, learning_rate, max_grad_norm, *, enabl
     (loss, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(module)
     params = eqx.filter(module, eqx.is_inexact_array)
     updates, new_opt_state = _optimizer(max_grad_norm).update(grads, opt_state, params)
-    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    finite = jnp.isfinite(loss) & all_finite(grads)
     apply = finite & enabled
     new_module = eqx.apply_updates(module, jax.tree.map(lambda u: -learning_rate * u, updates))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)  # noqa: E731

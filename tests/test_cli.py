@@ -353,6 +353,74 @@ BAD = {
         ],
         "unknown override(s) colour",
     ),
+    # non-finite values of float hyperparameters and limits
+    "policy lr inf": (
+        ["train", "--out", "{out}/run", "--policy-lr", "inf"],
+        "policy_lr=inf: must be a finite",
+    ),
+    "critic lr nan": (
+        ["train", "--out", "{out}/run", "--critic-lr", "nan"],
+        "critic_lr=nan: must be a finite",
+    ),
+    "model lr -inf": (
+        ["train", "--out", "{out}/run", "--model-lr", "-inf"],
+        "model_lr=-inf: must be a finite",
+    ),
+    "gamma nan": (["train", "--out", "{out}/run", "--gamma", "nan"], "gamma=nan: must be a finite"),
+    "tau inf": (["train", "--out", "{out}/run", "--tau", "inf"], "tau=inf: must be a finite"),
+    "truncation inf": (
+        ["train", "--out", "{out}/run", "--truncation", "inf"],
+        "truncation=inf: must be a finite",
+    ),
+    "init std nan": (
+        ["train", "--out", "{out}/run", "--init-std", "nan"],
+        "init_std=nan: must be a finite",
+    ),
+    "exploration std inf": (
+        ["train", "--out", "{out}/run", "--exploration-std", "inf"],
+        "exploration_std=inf: must be a finite",
+    ),
+    "grad-norm cap inf": (
+        ["train", "--out", "{out}/run", "--max-grad-norm", "inf"],
+        "max_grad_norm=inf: must be a finite",
+    ),
+    "reward scale nan": (
+        ["train", "--out", "{out}/run", "--reward-scale", "nan"],
+        "reward_scale=nan: must be a finite",
+    ),
+    "limit above 1": (
+        ["train", "--out", "{out}/run", "--max-diverged-env-steps", "2"],
+        "max_diverged_env_steps=2.0: must be a number in [0, 1]",
+    ),
+    "limit nan": (
+        ["train", "--out", "{out}/run", "--max-skipped-updates", "nan"],
+        "max_skipped_updates=nan",
+    ),
+    "sweep value inf": (["sweep", "{out}/inf.toml"], "policy_lr=inf: must be a finite"),
+    "sweep list with nan": (["sweep", "{out}/nan.toml"], "tau=nan: must be a finite"),
+    "baseline learning rate inf": (
+        [
+            "baseline",
+            "--env",
+            "lqg",
+            "--algo",
+            "sac",
+            "--learning-rate",
+            "inf",
+            "--out",
+            "{out}/run",
+        ],
+        "learning_rate=inf: must be a finite",
+    ),
+    "baseline discount nan": (
+        ["baseline", "--env", "lqg", "--algo", "sac", "--discounting", "nan", "--out", "{out}/run"],
+        "discounting=nan: must be in (0, 1]",
+    ),
+    "diagnose gamma nan": (["diagnose", "--gamma", "nan"], "gamma=nan: must be in (0, 1]"),
+    "diagnose policy std inf": (
+        ["diagnose", "--policy-std", "inf"],
+        "policy_std=inf: must be a finite",
+    ),
     "plot of nothing": (["plot", "{out}/nothing"], "no metrics"),
 }
 
@@ -362,6 +430,8 @@ def test_bad_input_gives_one_line_and_exit_status_2(case, tmp_path, capsys):
     argv, expected = BAD[case]
     (tmp_path / "bad.toml").write_text("seeds = [\n")
     (tmp_path / "unknown.toml").write_text("learning_rate = 1e-3\n")
+    (tmp_path / "inf.toml").write_text("env = 'lqg'\npolicy_lr = inf\n")
+    (tmp_path / "nan.toml").write_text("env = 'lqg'\ntau = [0.01, nan]\n")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(SystemExit) as exit_:
         cli.main([a.replace("{out}", str(tmp_path)) for a in argv])

@@ -68,18 +68,20 @@ def test_entropy_sample_of_the_squashed_action_equals_minus_log_prob_of_that_act
 
 
 def test_the_entropy_bonus_of_a_squashed_policy_is_bounded_in_sigma():
-    """Σ log σ grows without bound; the squashed action's entropy peaks and falls once
-    tanh saturates (a very wide σ puts a at ±scale), so the bonus cannot run σ away."""
-    eta = jax.random.normal(jax.random.key(0), (4096, 1))
+    """Σ log σ grows without bound; the squashed action's entropy, as
+    ``entropy_sample`` estimates it, peaks and falls once tanh saturates (a very wide
+    σ puts a at ±scale), so the bonus cannot run σ away. Same mean network, σ varied."""
+    etas = jax.random.normal(jax.random.key(1), (4096, 1))
+    s = jnp.zeros(2)
 
-    def entropy(sigma):
-        u = sigma * eta[:, 0]
-        log_p = -0.5 * eta[:, 0] ** 2 - jnp.log(sigma) - 0.5 * jnp.log(2 * jnp.pi)
-        log_det = jnp.log(1 - jnp.tanh(u) ** 2 + 1e-30)
-        return -jnp.mean(log_p - log_det)
+    def entropy(init_std):
+        policy = mlp_policy(
+            lambda s: s, 2, 1, key=jax.random.key(0), hidden=(4, 4), init_std=init_std, scale=1.0
+        )
+        return float(jnp.mean(jax.vmap(lambda eta: policy.entropy_sample(s, eta))(etas)))
 
-    values = [float(entropy(s)) for s in (0.3, 1.0, 7.0)]
-    assert values[1] > values[0] and values[1] > values[2]
+    narrow, middle, wide = entropy(0.3), entropy(1.0), entropy(7.0)
+    assert middle > narrow and middle > wide
 
 
 # --- n-step targets ---------------------------------------------------------------------

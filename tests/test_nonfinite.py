@@ -1,7 +1,8 @@
-"""Runs that go non-finite stop and say so; non-finite hyperparameters are bad input.
+"""Runs that go non-finite stop and say so.
 
-* ``inf`` or ``nan`` for any float hyperparameter of ``train``, a sweep file,
-  ``baseline`` or ``diagnose``: exit status 2, one line naming the field, nothing written.
+(``inf`` or ``nan`` for a float hyperparameter of ``train``, a sweep file, ``baseline``
+or ``diagnose`` is bad input, exit status 2: cases in tests/test_cli.py's table.)
+
 * A run whose parameters stop being finite, or whose diverged steps or skipped
   updates pass :class:`~svgx.divergence.NonFiniteLimits`, stops at the end of that
   chunk with one line naming the seed, chunk, step and quantity, and exit status 3;
@@ -31,95 +32,6 @@ LQG = [
     *("--algo", "svg1_er", "--iterations", "6", "--chunks", "3", "--random-steps", "2"),
     *("--seeds", "2"),
 ]
-
-
-# --- non-finite hyperparameters are bad input --------------------------------------------
-
-BAD = {
-    "policy lr inf": (
-        ["train", "--out", "{out}/run", "--policy-lr", "inf"],
-        "policy_lr=inf: must be a finite",
-    ),
-    "critic lr nan": (
-        ["train", "--out", "{out}/run", "--critic-lr", "nan"],
-        "critic_lr=nan: must be a finite",
-    ),
-    "model lr -inf": (
-        ["train", "--out", "{out}/run", "--model-lr", "-inf"],
-        "model_lr=-inf: must be a finite",
-    ),
-    "gamma nan": (["train", "--out", "{out}/run", "--gamma", "nan"], "gamma=nan: must be a finite"),
-    "tau inf": (["train", "--out", "{out}/run", "--tau", "inf"], "tau=inf: must be a finite"),
-    "truncation inf": (
-        ["train", "--out", "{out}/run", "--truncation", "inf"],
-        "truncation=inf: must be a finite",
-    ),
-    "init std nan": (
-        ["train", "--out", "{out}/run", "--init-std", "nan"],
-        "init_std=nan: must be a finite",
-    ),
-    "exploration std inf": (
-        ["train", "--out", "{out}/run", "--exploration-std", "inf"],
-        "exploration_std=inf: must be a finite",
-    ),
-    "grad-norm cap inf": (
-        ["train", "--out", "{out}/run", "--max-grad-norm", "inf"],
-        "max_grad_norm=inf: must be a finite",
-    ),
-    "reward scale nan": (
-        ["train", "--out", "{out}/run", "--reward-scale", "nan"],
-        "reward_scale=nan: must be a finite",
-    ),
-    "limit above 1": (
-        ["train", "--out", "{out}/run", "--max-diverged-env-steps", "2"],
-        "max_diverged_env_steps=2.0: must be a number in [0, 1]",
-    ),
-    "limit nan": (
-        ["train", "--out", "{out}/run", "--max-skipped-updates", "nan"],
-        "max_skipped_updates=nan",
-    ),
-    "sweep value inf": (["sweep", "{out}/inf.toml"], "policy_lr=inf: must be a finite"),
-    "sweep list with nan": (["sweep", "{out}/nan.toml"], "tau=nan: must be a finite"),
-    "baseline learning rate inf": (
-        [
-            "baseline",
-            "--env",
-            "lqg",
-            "--algo",
-            "sac",
-            "--learning-rate",
-            "inf",
-            "--out",
-            "{out}/run",
-        ],
-        "learning_rate=inf: must be a finite",
-    ),
-    "baseline discount nan": (
-        ["baseline", "--env", "lqg", "--algo", "sac", "--discounting", "nan", "--out", "{out}/run"],
-        "discounting=nan: must be in (0, 1]",
-    ),
-    "diagnose gamma nan": (["diagnose", "--gamma", "nan"], "gamma=nan: must be in (0, 1]"),
-    "diagnose policy std inf": (
-        ["diagnose", "--policy-std", "inf"],
-        "policy_std=inf: must be a finite",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", BAD)
-def test_non_finite_hyperparameters_are_bad_input(case, tmp_path, capsys):
-    argv, expected = BAD[case]
-    (tmp_path / "inf.toml").write_text("env = 'lqg'\npolicy_lr = inf\n")
-    (tmp_path / "nan.toml").write_text("env = 'lqg'\ntau = [0.01, nan]\n")
-    before = sorted(p.name for p in tmp_path.iterdir())
-    with pytest.raises(SystemExit) as exit_:
-        cli.main([a.replace("{out}", str(tmp_path)) for a in argv])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("svgx: error: ") and expected in err, err
-    assert "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
 # --- the check after each chunk (no compilation) ----------------------------------------
