@@ -6,7 +6,8 @@ The run directory has svgx's layout (``config.json`` says ``"baseline"``,
 evaluator (deterministic actions, ``num_eval_envs`` episodes); ``eval_success``
 is the fraction of evaluation episodes whose final state meets the task's
 success measure (the adapter reports success at the last step of an episode).
-Seeds run one after another (Brax's trainers are not vmappable over seeds).
+Seeds run one after another (Brax's trainers are not vmappable over seeds), so
+``wall_time`` counts from the start of each seed's run.
 """
 
 from __future__ import annotations
@@ -18,15 +19,52 @@ import math
 import pathlib
 import sys
 import time
+from typing import Literal
 
 import numpy as np
 
-import envs
-from envs.brax_adapter import BraxEnv
 from svgx import rundir
 from svgx.io import atomic_write_text
 
 ALGORITHMS = ("ppo", "sac", "apg")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineArgs:
+    """Train one of Brax's own agents on an svgx task (through the Brax adapter)."""
+
+    env: str
+    """task name (svgx envs)."""
+    algo: Literal["ppo", "sac", "apg"]
+    """Brax's trainer."""
+    out: str
+    """run directory (same metrics format as svgx train)."""
+    steps: int = 100_000
+    """environment steps per seed."""
+    seeds: int = 1
+    """seeds (run one after another)."""
+    seed: int = 0
+    """the first seed."""
+    n_envs: int = 16
+    """parallel environments."""
+    evaluations: int = 10
+    """evaluations (learning-curve points)."""
+    hidden: tuple[int, ...] = (100, 100)
+    """hidden widths of Brax's policy and value networks."""
+    env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
+    """overrides of the task's configuration, as for svgx train (e.g. --env-options horizon 20)."""
+    batch_size: int = 64
+    """SAC's mini-batch size."""
+    updates_per_step: int = 1
+    """SAC's gradient updates per (batched) environment step."""
+    learning_rate: float = 3e-4
+    """learning rate of every network."""
+    discounting: float = 0.99
+    """discount factor γ (PPO and SAC)."""
+    reward_scaling: float = 1.0
+    """factor on the rewards the learner sees (PPO, SAC); evaluations report the task's own."""
+    overwrite: bool = False
+    """replace a run already in --out."""
 
 
 def trainer(
@@ -43,11 +81,14 @@ def trainer(
     batch_size: int = 64,
     learning_rate: float = 3e-4,
     discounting: float = 0.99,
+    reward_scaling: float = 1.0,
 ):
     """Brax's ``train`` for ``algo`` with svgx's sizes; returns
     ``(make_policy, params, metrics)``."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo={algo!r}: unknown Brax baseline; valid: {', '.join(ALGORITHMS)}")
+    from envs.brax_adapter import BraxEnv
+
     brax_env = BraxEnv(env)
     common = dict(
         environment=brax_env,
@@ -73,6 +114,7 @@ def trainer(
             network_factory=factory,
             learning_rate=learning_rate,
             discounting=discounting,
+            reward_scaling=reward_scaling,
             unroll_length=10,
             batch_size=n_envs,
             num_minibatches=4,
@@ -89,6 +131,7 @@ def trainer(
             network_factory=factory,
             learning_rate=learning_rate,
             discounting=discounting,
+            reward_scaling=reward_scaling,
             batch_size=batch_size,
             grad_updates_per_step=updates_per_step,
             min_replay_size=min(1000, steps // 10),
@@ -116,18 +159,46 @@ def apg_schedule(env, steps: int, n_envs: int, evaluations: int) -> tuple[int, i
     return horizon, policy_updates, updates_per_epoch * n_envs * horizon
 
 
-def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
-    """Runs ``args`` (:class:`svgx.cli.BaselineArgs`) into ``args.out``; returns the metrics
-    history."""
-    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+def check_args(args: BaselineArgs):
+    """Raises ValueError naming the first bad field of ``args``; returns the task."""
+    import envs
+
+    if args.algo not in ALGORITHMS:
+        raise ValueError(
+            f"algo={args.algo!r}: unknown Brax baseline; valid: {', '.join(ALGORITHMS)}"
+        )
     env = envs.make(args.env, **args.env_options)
     counts = ("steps", "seeds", "n_envs", "evaluations", "batch_size", "updates_per_step")
-    if bad := next((n for n in counts if getattr(args, n) < 1), None):
-        raise ValueError(f"{bad}={getattr(args, bad)!r}: must be an integer >= 1")
-    if not 0 < args.discounting <= 1:
-        raise ValueError(f"discounting={args.discounting!r}: must be in (0, 1]")
-    if not 0 < args.learning_rate < math.inf:
-        raise ValueError(f"learning_rate={args.learning_rate!r}: must be a finite number > 0")
+    for name in counts:
+        value = getattr(args, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+    if not isinstance(args.seed, int) or isinstance(args.seed, bool) or args.seed < 0:
+        raise ValueError(f"seed={args.seed!r}: must be an integer >= 0")
+    if not args.hidden or any(not isinstance(w, int) or w < 1 for w in args.hidden):
+        raise ValueError(f"hidden={args.hidden!r}: must be positive integer widths")
+    for name, upper in (
+        ("discounting", 1.0),
+        ("reward_scaling", math.inf),
+        ("learning_rate", math.inf),
+    ):
+        value = getattr(args, name)
+        closed = upper == 1.0
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (0 < value <= upper if closed else 0 < value < upper)
+        ):
+            allowed = "in (0, 1]" if closed else "a finite number > 0"
+            raise ValueError(f"{name}={value!r}: must be {allowed}")
+    return env
+
+
+def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
+    """Runs ``args`` (:class:`BaselineArgs`) into ``args.out``; returns the metrics
+    history."""
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    env = check_args(args)
     out = pathlib.Path(args.out)
     if (out / rundir.CONFIG).exists() and not args.overwrite:
         raise rundir.RunDirError(
@@ -139,17 +210,17 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
         apg_schedule(env, args.steps, args.n_envs, args.evaluations)[2] if args.algo == "apg" else 1
     )
     per_seed: list[list[dict]] = []
-    start = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
+        start = time.perf_counter()
         points: list[dict] = []
 
-        def record(step, metrics, points=points, seed=seed):
+        def record(step, metrics, points=points, seed=seed, start=start):
             points.append(
                 dict(
                     env_steps=int(step) * step_scale,
                     eval_return=float(metrics.get("eval/episode_reward", np.nan)),
                     eval_success=float(metrics.get("eval/episode_success", np.nan)),
-                    wall_time=time.perf_counter() - start,
+                    wall_time=time.perf_counter() - start,  # since this seed's start
                 )
             )
             progress(
@@ -172,6 +243,7 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             discounting=args.discounting,
+            reward_scaling=args.reward_scaling,
         )
         per_seed.append(points)
     n = min(len(p) for p in per_seed)

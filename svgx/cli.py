@@ -1,5 +1,5 @@
 """The ``svgx`` command: ``envs``, ``train``, ``resume``, ``sweep``, ``plot``, ``baseline``,
-``diagnose``.
+``report``, ``diagnose``.
 
 Every field of :class:`~svgx.config.Config` and :class:`~svgx.config.Hyperparams`
 is a flag of ``svgx train`` (``--policy-lr 1e-3 --n-envs 8 …``), and so is every
@@ -59,6 +59,7 @@ def initialize_distributed() -> None:
 initialize_distributed()
 
 from svgx import algorithms, tuned  # noqa: E402
+from svgx.baselines import BaselineArgs  # noqa: E402 (a subcommand's arguments)
 from svgx.config import Config, Hyperparams, iterations_for_steps  # noqa: E402 (re-exported)
 from svgx.divergence import EXIT_STATUS as NONFINITE_EXIT_STATUS  # noqa: E402
 from svgx.divergence import NonFiniteError, NonFiniteLimits  # noqa: E402
@@ -128,39 +129,16 @@ class PlotArgs:
 
 
 @dataclasses.dataclass(frozen=True)
-class BaselineArgs:
-    """Train one of Brax's own agents on an svgx task (through the Brax adapter)."""
+class ReportArgs:
+    """The learning table of run directories: success (95% interval), steps to 50% success
+    and their ratio to a reference method, throughput, wall and compile time (Markdown)."""
 
-    env: str
-    """task name (svgx envs)."""
-    algo: Literal["ppo", "sac", "apg"]
-    """Brax's trainer."""
-    out: str
-    """run directory (same metrics format as svgx train)."""
-    steps: int = 100_000
-    """environment steps per seed."""
-    seeds: int = 1
-    """seeds (run one after another)."""
-    seed: int = 0
-    """the first seed."""
-    n_envs: int = 16
-    """parallel environments."""
-    evaluations: int = 10
-    """evaluations (learning-curve points)."""
-    hidden: tuple[int, ...] = (100, 100)
-    """hidden widths of Brax's policy and value networks."""
-    env_options: dict[str, int | float | bool | str] = dataclasses.field(default_factory=dict)
-    """overrides of the task's configuration, as for svgx train (e.g. --env-options horizon 20)."""
-    batch_size: int = 64
-    """SAC's mini-batch size."""
-    updates_per_step: int = 1
-    """SAC's gradient updates per (batched) environment step."""
-    learning_rate: float = 3e-4
-    """learning rate of every network."""
-    discounting: float = 0.99
-    """discount factor γ (PPO and SAC)."""
-    overwrite: bool = False
-    """replace a run already in --out."""
+    dirs: tyro.conf.Positional[tuple[str, ...]]
+    """run directories (or sweep directories)."""
+    out: str | None = None
+    """also write the table to this Markdown file."""
+    reference: str = "sac"
+    """the method whose steps to 50% success the ratios divide by (its best row per task)."""
 
 
 # --- commands --------------------------------------------------------------------------
@@ -344,6 +322,16 @@ def plot_command(args: PlotArgs) -> None:
     print(plot.plot_runs(dirs, args.out, metric=args.metric))
 
 
+def report_command(args: ReportArgs) -> None:
+    from svgx import report
+    from svgx.io import atomic_write_text
+
+    text = report.markdown(report.rows(args.dirs, args.reference), args.reference)
+    print(text, end="")
+    if args.out:
+        atomic_write_text(args.out, text)
+
+
 def baseline_command(args: BaselineArgs) -> None:
     from svgx import baselines
 
@@ -395,6 +383,7 @@ def commands() -> dict[str, tuple[type, Callable]]:
         "sweep": (SweepArgs, sweep_command),
         "plot": (PlotArgs, plot_command),
         "baseline": (BaselineArgs, baseline_command),
+        "report": (ReportArgs, report_command),
         "diagnose": (_diagnose_args(), diagnose_command),
     }
 

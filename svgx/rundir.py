@@ -33,6 +33,8 @@ from svgx.io import atomic_write_bytes, atomic_write_text
 FORMAT = 2  # bump when the layout or the TrainState changes incompatibly (2: svgx.algorithms)
 CONFIG, METRICS, CHECKPOINT, CURVE = "config.json", "metrics.jsonl", "checkpoint.eqx", "curve.png"
 STOPPED = "stopped.json"  # written when the run went non-finite (svgx.divergence)
+# Metrics that are measured times: they differ between two runs of the same program.
+TIMINGS = ("wall_time", "compile_time")
 
 
 class RunDirError(ValueError):

@@ -99,22 +99,23 @@ def compiler_options() -> dict | None:
     return {"xla_backend_optimization_level": 0} if os.environ.get(FAST_COMPILE) == "1" else None
 
 
-def compiled(config: Config, hparams: Hyperparams, n_seeds: int):
+def compiled(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh | None = None):
     """``(init, chunk, evaluate)``, each ``jit(vmap(…))`` over seeds; ``evaluate``
-    also reports, per part, whether each seed's parameters are all finite."""
+    also reports, per part, whether each seed's parameters are all finite. With a
+    ``mesh`` (:func:`seed_mesh`), every output stays sharded over seeds, so the state a
+    chunk returns has the layout the next chunk was compiled for."""
     train = make_train(config)
     axes = hyperparams_axes(hparams, n_seeds)
-    options = compiler_options()
+    sharded = None if mesh is None else NamedSharding(mesh, PartitionSpec("seeds"))
+    options = dict(compiler_options=compiler_options(), out_shardings=sharded)
 
     def evaluate_and_check(state, key):
         finite = {part: all_finite(tree) for part, tree in parameters(state).items()}
         return train.evaluate(state, key), finite
 
-    init = jax.jit(jax.vmap(train.init, in_axes=(0, axes)), compiler_options=options)
-    chunk = jax.jit(
-        jax.vmap(train.chunk, in_axes=(0, axes)), donate_argnums=0, compiler_options=options
-    )
-    evaluate = jax.jit(jax.vmap(evaluate_and_check), compiler_options=options)
+    init = jax.jit(jax.vmap(train.init, in_axes=(0, axes)), **options)
+    chunk = jax.jit(jax.vmap(train.chunk, in_axes=(0, axes)), donate_argnums=0, **options)
+    evaluate = jax.jit(jax.vmap(evaluate_and_check), **options)
     return init, chunk, evaluate
 
 
@@ -193,18 +194,28 @@ def run(
     with jax.enable_x64(config.float64):
         dtype = jnp.float64 if config.float64 else jnp.float32
         hparams = hparams.as_arrays(dtype)
-        init, chunk, evaluate = compiled(config, hparams, seeds)
         mesh = seed_mesh(seeds, devices)
+        init, chunk, evaluate = compiled(config, hparams, seeds, mesh)
         hp = _put(hparams, mesh)
         eval_keys = _put(_keys(seed + 1, seeds), mesh)  # the same episodes every time
         wall = time.perf_counter()
         if start is None:
-            state, history, offset = init(_put(_keys(seed, seeds), mesh), hp), [], 0.0
+            keys = _put(_keys(seed, seeds), mesh)
+            init = init.lower(keys, hp).compile()
+            compile_time = time.perf_counter() - wall
+            state, history, offset, compile_offset = init(keys, hp), [], 0.0, 0.0
         else:
             state, history = start
             state, history = _put(state, mesh), list(history)
             offset = float(history[-1]["wall_time"][0]) if history else 0.0
-        interrupted, ends = False, [wall]
+            compile_offset = float(history[-1].get("compile_time", [0.0])[0]) if history else 0.0
+            compile_time = 0.0
+        # Compiled ahead of time, so that the compile time is measured, not guessed.
+        before = time.perf_counter()
+        chunk = chunk.lower(state, hp).compile()
+        evaluate = evaluate.lower(state, eval_keys).compile()
+        compile_time += time.perf_counter() - before
+        interrupted, ends = False, [time.perf_counter()]
         for index in range(len(history), config.chunks):
             state, metrics = chunk(state, hp)
             evaluation, finite = _gather(evaluate(state, eval_keys))
@@ -214,13 +225,11 @@ def run(
             }
             elapsed = offset + time.perf_counter() - wall
             metrics["wall_time"] = np.full(seeds, elapsed)
+            metrics["compile_time"] = np.full(seeds, compile_offset + compile_time)
             previous = history[-1] if history else None
             history.append(metrics)
             ends.append(time.perf_counter())
-            # The first chunk compiles; later ones give the rate (the ETA).
-            per_chunk = (
-                (ends[-1] - ends[1]) / (len(ends) - 2) if len(ends) > 2 else ends[1] - ends[0]
-            )
+            per_chunk = (ends[-1] - ends[0]) / (len(ends) - 1)  # the ETA's rate
             eta = per_chunk * (config.chunks - index - 1)
             progress(_progress_line(config, index, metrics, previous, elapsed, eta))
             divergence = first_divergence(

@@ -19,6 +19,21 @@ combination of swept hyperparameters × seeds is one member of a single
 seed ``i % seeds``; ``DIR/<group>/members.json`` lists them
 (:func:`svgx.rundir.member_labels` reads it). Running the sweep again (or
 ``svgx resume DIR``) skips finished groups and resumes an interrupted one.
+
+Brax's own agents run beside them, as ``[[baseline]]`` tables (the fields of
+:class:`svgx.baselines.BaselineArgs` but ``out``)::
+
+    [[baseline]]
+    algo = "sac"
+    learning_rate = [3e-4, 1e-3]   # a list is an axis here too: one run each
+
+A field a table leaves out is the sweep's own, so that the baseline sees the same
+budget and sizes: ``env``, ``env_options``, ``seeds``, ``seed``, ``steps``,
+``n_envs``, ``batch_size``, ``updates_per_step``, ``gamma`` (as ``discounting``),
+``chunks`` (as ``evaluations``) and ``policy_hidden`` (as ``hidden``). Each
+baseline run writes ``DIR/b<i>-<env>-<algo>/`` after the groups; a finished one
+is not run again, an unfinished one (Brax's trainers keep no checkpoint) is run
+again from the start.
 """
 
 from __future__ import annotations
@@ -33,13 +48,31 @@ import tomllib
 import jax.numpy as jnp
 
 from svgx import rundir
+from svgx.baselines import ALGORITHMS as BASELINE_ALGORITHMS
+from svgx.baselines import BaselineArgs, check_args
 from svgx.config import Config, Hyperparams, iterations_for_steps
 from svgx.divergence import NonFiniteError
 from svgx.io import atomic_write_text
 
 SWEEP_FILE = "sweep.toml"
-TOP_LEVEL = ("seeds", "seed", "steps")
+TOP_LEVEL = ("seeds", "seed", "steps", "baseline")
 TUPLE_FIELDS = ("policy_hidden", "critic_hidden")
+
+
+# A baseline field a [[baseline]] table leaves out: the sweep's value of this key.
+BASELINE_DEFAULTS = dict(
+    env="env",
+    env_options="env_options",
+    seeds="seeds",
+    seed="seed",
+    steps="steps",
+    n_envs="n_envs",
+    batch_size="batch_size",
+    updates_per_step="updates_per_step",
+    discounting="gamma",
+    evaluations="chunks",  # plus one: Brax evaluates at step 0 too
+    hidden="policy_hidden",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +82,20 @@ class Group:
     members: list[dict]  # hyperparameter values and seed index of each member
 
 
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    name: str
+    args: BaselineArgs  # its out is the run directory's name, relative to the sweep's
+
+
 def parse(text: str, where: str = "sweep file") -> list[Group]:
     """The groups of a sweep file's text (raises ValueError naming the bad key or value)."""
+    return parse_all(text, where)[0]
+
+
+def parse_all(text: str, where: str = "sweep file") -> tuple[list[Group], list[Baseline]]:
+    """The groups and the baseline runs of a sweep file's text (raises ValueError naming
+    the bad key or value)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -109,7 +154,59 @@ def parse(text: str, where: str = "sweep file") -> list[Group]:
             else ""
         )
         groups.append(Group(f"g{index:02d}-{config.env}-{config.algo}{jac}", spec, members))
-    return groups
+    tables = data.get("baseline", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ValueError(f"{where}: baseline: must be [[baseline]] tables")
+    sweep_values = {**dataclasses.asdict(Config()), **data, "seeds": seeds, "seed": seed}
+    baselines = []
+    for table in tables:
+        baselines.extend(_baselines(table, sweep_values, where, start=len(baselines)))
+    return groups, baselines
+
+
+def _baselines(table: dict, sweep_values: dict, where: str, start: int) -> list[Baseline]:
+    """The baseline runs of one ``[[baseline]]`` table (a list value is an axis)."""
+    fields = {f.name for f in dataclasses.fields(BaselineArgs)} - {"out", "overwrite"}
+    where = f"{where}: [[baseline]] {start}"
+    if unknown := set(table) - fields:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+            f"{', '.join(sorted(fields))}"
+        )
+    if "algo" not in table:
+        raise ValueError(f"{where}: algo is required ({', '.join(BASELINE_ALGORITHMS)})")
+    values = {}
+    for name, key in BASELINE_DEFAULTS.items():
+        if name not in table and sweep_values.get(key) is not None:
+            value = sweep_values[key]
+            if isinstance(value, list) and not (key == "policy_hidden" and _is_widths(value)):
+                raise ValueError(
+                    f"{where}: {name}: the sweep's {key} is an axis; give {name} in the table"
+                )
+            values[name] = value + 1 if name == "evaluations" else value
+    values.update(table)
+    if "steps" not in values:
+        raise ValueError(f"{where}: steps is required (in the table or at the top level)")
+    axes = {
+        k: (v if isinstance(v, list) and not (k == "hidden" and _is_widths(v)) else [v])
+        for k, v in values.items()
+    }
+    runs = []
+    for combo in itertools.product(*axes.values()):
+        fields_ = dict(zip(axes, combo, strict=True))
+        fields_["hidden"] = tuple(fields_.get("hidden", (100, 100)))
+        args = BaselineArgs(out="", **fields_)
+        try:
+            check_args(args)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        name = f"b{start + len(runs):02d}-{args.env}-{args.algo}"
+        runs.append(Baseline(name, dataclasses.replace(args, out=name)))
+    return runs
+
+
+def _is_widths(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) for v in value)
 
 
 def is_sweep_dir(path) -> bool:
@@ -144,7 +241,7 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
                 f"--out {str(out)!r}: holds a different sweep; use another directory "
                 f"(or `svgx resume {out}` to continue the one it holds)"
             )
-    groups = parse(text, where)
+    groups, baselines = parse_all(text, where)
     if not is_sweep_dir(out):
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / SWEEP_FILE, text)
@@ -174,6 +271,9 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
         results.append(result)
         if result.interrupted:
             break
+    else:
+        for baseline in baselines:
+            _run_baseline(baseline, out / baseline.name, progress)
     if stopped:
         raise (
             stopped[0]
@@ -186,6 +286,27 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
             )
         )
     return results
+
+
+def _run_baseline(baseline: Baseline, directory: pathlib.Path, progress) -> None:
+    """Runs a baseline into ``directory`` unless it finished there before."""
+    from svgx.baselines import run_baseline
+
+    args = dataclasses.replace(baseline.args, out=str(directory), overwrite=True)
+    if (directory / rundir.CONFIG).is_file():
+        recorded = json.loads((directory / rundir.CONFIG).read_text()).get("baseline", {})
+        wanted = json.loads(json.dumps(dataclasses.asdict(args)))
+        if _without_place(recorded) != _without_place(wanted):
+            raise rundir.RunDirError(
+                f"{str(directory)!r}: written by a different sweep configuration"
+            )
+        if (directory / rundir.METRICS).is_file():
+            return
+    run_baseline(args, progress)
+
+
+def _without_place(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in ("out", "overwrite")}
 
 
 def _print(line: str) -> None:

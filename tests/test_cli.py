@@ -45,7 +45,7 @@ def snapshot(directory: pathlib.Path):
 
 
 def without_wall_time(history):
-    return [{k: v for k, v in m.items() if k != "wall_time"} for m in history]
+    return [{k: v for k, v in m.items() if k not in rundir.TIMINGS} for m in history]
 
 
 def test_train_writes_a_run_directory_and_refuses_to_overwrite_it(tmp_path, capsys):
@@ -195,7 +195,7 @@ def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
     metrics equal those of the same run on one device."""
     script = (
         "import sys; sys.path.insert(0, 'tests');"  # as pytest puts it, for `from small import`
-        "import jax, numpy as np; from svgx import runner; from test_cli import tiny_spec;"
+        "import jax, numpy as np; from svgx import rundir, runner; from test_cli import tiny_spec;"
         "spec = tiny_spec(); quiet = lambda line: None;"
         "c, h = spec.config, spec.hparams;"
         "a = runner.run(c, h, seeds=4, progress=quiet);"
@@ -204,7 +204,7 @@ def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
         "print('devices', len(jax.devices()), len(leaf.sharding.device_set));"
         "[np.testing.assert_allclose(a.metrics[i][k], b.metrics[i][k], "
         "rtol=1e-4, atol=1e-5, err_msg=k)"
-        " for i in range(len(a.metrics)) for k in a.metrics[i] if k != 'wall_time'];"
+        " for i in range(len(a.metrics)) for k in a.metrics[i] if k not in rundir.TIMINGS];"
         "print('equal')"
     )
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"

@@ -74,6 +74,7 @@ COMMON_METRICS = {
     "episodes",
     "policy_std",
     "wall_time",
+    "compile_time",
 }
 IMPORTANCE_WEIGHTED = {"svg1_er", "svgk_er", "svg0_er"}
 

@@ -1,0 +1,180 @@
+"""The learning table of run directories: success at the budget, steps to 50% success, the
+ratio of those steps to a reference method's (Brax SAC by default), throughput and times.
+
+One row per method: a run directory, or one hyperparameter combination of a sweep group,
+or one Brax baseline run. Times are read from the metrics: svgx records ``compile_time``
+(measured, ahead-of-time compilation) and ``wall_time`` for the whole vmapped program;
+Brax's seeds run one after another, each with its own ``wall_time``, and its compile time
+is not visible from outside, so it is estimated as the wall time its steady rate does not
+explain (the rate between its second and last evaluation) and marked ``~`` (so is that of
+an svgx run made before svgx recorded ``compile_time``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from svgx import rundir
+from svgx.plot import confidence_band
+
+SUCCESS_LEVEL = 0.5  # "steps to 50% success": the first evaluation whose mean over seeds >= this
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One method's results (every figure over its seeds)."""
+
+    env: str
+    method: str
+    seeds: int
+    steps: int  # environment steps per seed at the last evaluation
+    success: tuple[float, float, float]  # mean and 95% interval at the last evaluation
+    returns: tuple[float, float, float]
+    steps_to_level: float  # per seed; inf if never reached
+    steps_per_s: float  # all seeds together, after compilation
+    wall_s: float  # all seeds together
+    compile_s: float
+    compile_estimated: bool
+    reference: bool = False  # a row of the reference method
+
+
+def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row]:
+    """The table's rows for run directories (sweep directories are expanded into their
+    groups and baselines)."""
+    from svgx import sweep
+
+    found = []
+    for d in dirs:
+        d = pathlib.Path(d)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{str(d)!r}: no such run or sweep directory")
+        found.extend(sweep.group_dirs(d) if sweep.is_sweep_dir(d) else [d])
+    result = []
+    for d in found:
+        history = rundir.read_metrics(d)
+        if not history:
+            raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
+        result.extend(_rows(d, history, reference))
+    return result
+
+
+def _rows(d: pathlib.Path, history: list[dict], reference: str) -> list[Row]:
+    description = json.loads((d / rundir.CONFIG).read_text())
+    if "baseline" in description:
+        b = description["baseline"]
+        method = f"{b['algo']} (Brax), lr {b['learning_rate']:g}"
+        if b.get("reward_scaling", 1.0) != 1.0:
+            method += f", reward ×{b['reward_scaling']:g}"
+        wall = np.array([m["wall_time"] for m in history])  # [evaluations, seeds]
+        steps = np.array([m["env_steps"] for m in history])
+        startups = [_startup(wall[:, i], steps[:, i]) for i in range(wall.shape[1])]
+        compile_s, wall_s = float(np.sum(startups)), float(wall[-1].sum())
+        run_s = wall_s - compile_s
+        members = [(method, np.arange(wall.shape[1]))]
+        env, estimated = b["env"], True
+        is_reference = b["algo"] == reference
+    else:
+        spec = rundir.read_spec(d)
+        c = spec.config
+        method = c.algo + (f" ({c.jacobians})" if c.algorithm.uses_dynamics else "")
+        wall_s = float(history[-1]["wall_time"][0])
+        estimated = "compile_time" not in history[-1]  # runs before svgx measured it
+        compile_s = (
+            _startup(
+                np.array([float(m["wall_time"][0]) for m in history]),
+                np.array([float(m["env_steps"][0]) for m in history]),
+            )
+            if estimated
+            else float(history[-1]["compile_time"][0])
+        )
+        run_s = wall_s - compile_s
+        labels = rundir.member_labels(d)
+        members = (
+            [(method, np.arange(spec.seeds))]
+            if labels is None
+            else [(method + (f": {name}" if name else ""), m) for name, m in labels]
+        )
+        env, is_reference = c.env, c.algo == reference
+    total_members = len(history[0]["env_steps"])
+    out = []
+    for method_name, m in members:
+        success = np.stack([h["eval_success"][m] for h in history])
+        returns = np.stack([h["eval_return"][m] for h in history])
+        steps = np.array([float(np.nanmean(h["env_steps"][m])) for h in history])
+        reached = np.flatnonzero(np.nanmean(success, axis=1) >= SUCCESS_LEVEL)
+        share = len(m) / total_members  # a sweep group's time is shared by its combinations
+        out.append(
+            Row(
+                env=env,
+                method=method_name,
+                seeds=len(m),
+                steps=int(steps[-1]),
+                success=_interval(success[-1]),
+                returns=_interval(returns[-1]),
+                steps_to_level=float(steps[reached[0]]) if len(reached) else math.inf,
+                steps_per_s=float(steps[-1] * total_members / run_s),
+                wall_s=wall_s * share,
+                compile_s=compile_s * share,
+                compile_estimated=estimated,
+                reference=is_reference,
+            )
+        )
+    return out
+
+
+def _startup(wall: np.ndarray, steps: np.ndarray) -> float:
+    """Wall time a run's steady rate (from its second to its last evaluation) does not
+    explain: compilation and start-up, estimated; NaN with fewer than three evaluations."""
+    if len(wall) < 3 or wall[-1] <= wall[1]:
+        return math.nan
+    rate = (steps[-1] - steps[1]) / (wall[-1] - wall[1])
+    return float(wall[-1] - steps[-1] / rate)
+
+
+def _interval(values: np.ndarray) -> tuple[float, float, float]:
+    mean, low, high = confidence_band(values)
+    return float(mean), float(low), float(high)
+
+
+def reference_steps(table: Sequence[Row], env: str) -> float:
+    """The reference method's steps to 50% success on ``env``: its best row (fewest steps);
+    inf when none reached it, NaN when the table has no reference row for ``env``."""
+    steps = [r.steps_to_level for r in table if r.reference and r.env == env]
+    return min(steps) if steps else math.nan
+
+
+def markdown(table: Sequence[Row], reference: str = "sac") -> str:
+    """The rows as a Markdown table (one per task, in the order given)."""
+    header = (
+        f"| task | method | seeds | env steps per seed | success at the budget (95% interval) "
+        f"| eval return (95% interval) | env steps to {SUCCESS_LEVEL:.0%} success "
+        f"| ratio to {reference.upper()} | env steps/s (all seeds) | wall time (s) "
+        f"| compile time (s) |\n" + "|---" * 11 + "|\n"
+    )
+    lines = []
+    for r in table:
+        ref = reference_steps(table, r.env)
+        if math.isinf(r.steps_to_level):
+            ratio = "—"
+        elif math.isnan(ref):
+            ratio = "no reference"
+        elif math.isinf(ref):
+            ratio = f"< 1 ({reference.upper()} did not reach it)"
+        else:
+            ratio = f"{r.steps_to_level / ref:.2f}"
+        reached = "not reached" if math.isinf(r.steps_to_level) else f"{r.steps_to_level:,.0f}"
+        s, ret = r.success, r.returns
+        lines.append(
+            f"| {r.env} | {r.method} | {r.seeds} | {r.steps:,} "
+            f"| {s[0]:.0%} ({max(s[1], 0):.0%}–{min(s[2], 1):.0%}) "
+            f"| {ret[0]:.1f} ({ret[1]:.1f}–{ret[2]:.1f}) | {reached} | {ratio} "
+            f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "
+            f"| {'~' if r.compile_estimated else ''}{r.compile_s:,.0f} |"
+        )
+    return header + "\n".join(lines) + "\n"

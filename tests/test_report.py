@@ -1,0 +1,108 @@
+"""svgx report: the learning table's figures on run directories with made-up metrics."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from svgx import cli, report, rundir
+from svgx.config import Config, Hyperparams
+from svgx.io import atomic_write_text
+
+
+def svgx_run(path, success, returns, *, wall, compile_time, algo="svg1_er"):
+    """A run directory of ``len(success)`` chunks of 100 env steps and ``len(success[0])``
+    seeds."""
+    success = np.asarray(success, float)
+    spec = rundir.RunSpec(Config(env="lqg", algo=algo), Hyperparams(), success.shape[1], 0)
+    atomic_write_text(path / rundir.CONFIG, spec.to_json())
+    seeds = success.shape[1]
+    history = [
+        dict(
+            env_steps=np.full(seeds, 100 * (i + 1)),
+            eval_success=success[i],
+            eval_return=np.asarray(returns[i], float),
+            wall_time=np.full(seeds, wall[i]),
+            compile_time=np.full(seeds, compile_time),
+        )
+        for i in range(len(success))
+    ]
+    rundir.write_metrics(path, history)
+
+
+def brax_run(path, success, wall_per_seed, algo="sac"):
+    """A baseline directory: evaluations at 0, 100, 200, ... env steps."""
+    success = np.asarray(success, float)
+    seeds = success.shape[1]
+    fields = dict(env="lqg", algo=algo, seeds=seeds, learning_rate=3e-4, reward_scaling=1.0)
+    atomic_write_text(path / rundir.CONFIG, json.dumps(dict(format=2, baseline=fields)))
+    history = [
+        dict(
+            env_steps=np.full(seeds, 100 * i),
+            eval_success=success[i],
+            eval_return=success[i] * 10,
+            wall_time=np.asarray(wall_per_seed[i], float),
+        )
+        for i in range(len(success))
+    ]
+    rundir.write_metrics(path, history)
+
+
+def test_success_interval_steps_to_half_and_ratio_to_sac(tmp_path):
+    svg, sac = tmp_path / "svg", tmp_path / "sac"
+    # Mean success over 3 seeds: 0, 1/3, 2/3, 1 -> first >= 50% at the third chunk (300 steps).
+    success = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    returns = [[0, 0, 0], [1, 2, 3], [4, 5, 6], [7, 8, 12]]
+    svgx_run(svg, success, returns, wall=[60, 70, 80, 90], compile_time=50.0)
+    # SAC reaches a mean of 50% at its evaluation of 200 steps.
+    brax_run(
+        sac,
+        [[0, 0], [0, 0], [1, 0], [1, 1]],
+        # per seed: 30 s of start-up, then 10 s per 100 steps; the second seed twice as slow
+        [[5, 5], [40, 50], [50, 70], [60, 90]],
+    )
+    rows = report.rows([svg, sac])
+    assert [r.method for r in rows] == ["svg1_er (simulator)", "sac (Brax), lr 0.0003"]
+    svg_row, sac_row = rows
+    assert svg_row.steps_to_level == 300 and sac_row.steps_to_level == 200
+    assert report.reference_steps(rows, "lqg") == 200
+    mean = np.mean([7, 8, 12])
+    half = stats.t.ppf(0.975, 2) * np.std([7, 8, 12], ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(svg_row.returns, (mean, mean - half, mean + half))
+    assert svg_row.success == (1.0, 1.0, 1.0)
+    # svgx: measured compile time; 3 seeds x 400 steps in 90 - 50 s.
+    assert (svg_row.compile_s, svg_row.wall_s) == (50.0, 90.0)
+    assert svg_row.steps_per_s == pytest.approx(3 * 400 / 40)
+    # Brax: per seed, start-up = wall - steps / steady rate: 60 - 300/10 = 30 and 90 - 300/5 = 30.
+    assert sac_row.compile_s == pytest.approx(60.0) and sac_row.compile_estimated
+    assert sac_row.wall_s == pytest.approx(150.0)
+    assert sac_row.steps_per_s == pytest.approx(2 * 300 / 90)
+    table = report.markdown(rows)
+    assert "| lqg | svg1_er (simulator) | 3 | 400 | 100% (100%–100%) |" in table
+    assert "| 300 | 1.50 |" in table and "| ~60 |" in table
+
+
+def test_a_method_that_never_reaches_half_and_a_missing_reference(tmp_path):
+    svgx_run(tmp_path / "a", [[0, 0], [0, 1]], [[0, 0], [0, 1]], wall=[2, 3], compile_time=1.0)
+    (row,) = report.rows([tmp_path / "a"])
+    assert math.isinf(row.steps_to_level) is False and row.steps_to_level == 200
+    assert math.isnan(report.reference_steps([row], "lqg"))
+    assert "no reference" in report.markdown([row])
+    svgx_run(tmp_path / "b", [[0, 0], [0, 0]], [[0, 0], [0, 0]], wall=[2, 3], compile_time=1.0)
+    brax_run(tmp_path / "sac", [[0], [0], [0]], [[1], [2], [3]])
+    rows = report.rows([tmp_path / "b", tmp_path / "sac"])
+    assert all(math.isinf(r.steps_to_level) for r in rows)
+    assert "| not reached | — |" in report.markdown(rows)
+
+
+def test_report_command_writes_the_table_and_names_a_missing_directory(tmp_path, capsys):
+    svgx_run(tmp_path / "a", [[0], [1]], [[0], [1]], wall=[2, 3], compile_time=1.0)
+    out = tmp_path / "learning.md"
+    cli.main(["report", str(tmp_path / "a"), "--out", str(out)])
+    assert out.read_text() == capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["report", str(tmp_path / "missing")])
+    assert exit_.value.code == 2
+    assert "missing" in capsys.readouterr().err

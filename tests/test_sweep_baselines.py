@@ -1,0 +1,132 @@
+"""Brax baselines inside sweep files: ``[[baseline]]`` tables take the sweep's budget and
+sizes unless they set their own, a list is an axis, and a finished baseline is not run again."""
+
+import json
+
+import pytest
+
+from svgx import cli, rundir, sweep
+
+GRID = """
+seeds = 3
+seed = 5
+steps = 2000
+chunks = 4
+env = "lqg"
+env_options = { horizon = 10 }
+n_envs = 2
+batch_size = 16
+updates_per_step = 2
+gamma = 0.95
+policy_hidden = [16, 8]
+
+[[baseline]]
+algo = "sac"
+learning_rate = [3e-4, 1e-3]
+
+[[baseline]]
+algo = "ppo"
+seeds = 1
+hidden = [[32], [8, 8]]
+"""
+
+
+def test_a_baseline_table_takes_the_sweeps_budget_and_sizes():
+    groups, baselines = sweep.parse_all(GRID)
+    assert [g.name for g in groups] == ["g00-lqg-svg1_er"]
+    assert [b.name for b in baselines] == [
+        "b00-lqg-sac",
+        "b01-lqg-sac",
+        "b02-lqg-ppo",
+        "b03-lqg-ppo",
+    ]
+    sac = baselines[0].args
+    assert (sac.env, sac.env_options, sac.steps, sac.seeds, sac.seed) == (
+        "lqg",
+        {"horizon": 10},
+        2000,
+        3,
+        5,
+    )
+    assert (sac.n_envs, sac.batch_size, sac.updates_per_step) == (2, 16, 2)
+    assert sac.discounting == pytest.approx(0.95)
+    assert sac.hidden == (16, 8)
+    assert sac.evaluations == 5  # one per chunk, and Brax's at step 0
+    assert [b.args.learning_rate for b in baselines[:2]] == [3e-4, 1e-3]
+    assert [b.args.hidden for b in baselines[2:]] == [(32,), (8, 8)]
+    assert all(b.args.seeds == 1 for b in baselines[2:])
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[[baseline]]\nalgo = "td3"', "algo='td3': unknown Brax baseline; valid: ppo, sac, apg"),
+        ("[[baseline]]\nseeds = 2", "algo is required"),
+        ('[[baseline]]\nalgo = "sac"\nlr = 1e-3', "unknown key(s) lr; valid: algo,"),
+        ('[[baseline]]\nalgo = "sac"\nlearning_rate = -1.0', "learning_rate=-1.0: must be"),
+        ('[[baseline]]\nalgo = "sac"\nenv = "pendulum"', "pendulum"),
+        ('baseline = "sac"', "baseline: must be [[baseline]] tables"),
+    ],
+)
+def test_a_bad_baseline_table_is_an_error_naming_it(table, message):
+    text = 'steps = 1000\nenv = "lqg"\n' + table
+    with pytest.raises(ValueError, match="baseline") as error:
+        sweep.parse_all(text, "grid.toml")
+    assert message in str(error.value)
+    assert str(error.value).startswith("grid.toml")
+
+
+def test_a_swept_axis_must_be_given_in_the_baseline_table():
+    text = 'steps = 1000\nenv = "lqg"\nn_envs = [2, 4]\n[[baseline]]\nalgo = "sac"\n'
+    with pytest.raises(ValueError, match="n_envs: the sweep's n_envs is an axis"):
+        sweep.parse_all(text)
+    groups, baselines = sweep.parse_all(text + "n_envs = 8\n")
+    assert len(groups) == 2 and baselines[0].args.n_envs == 8
+
+
+TINY = """
+seeds = 1
+steps = 400
+chunks = 2
+env = "lqg"
+env_options = { horizon = 10 }
+algo = "svg1_er"
+linear_policy = true
+squash = false
+n_envs = 2
+batch_size = 16
+critic_hidden = [16, 16]
+policy_hidden = [16, 16]
+eval_episodes = 2
+
+[[baseline]]
+algo = "sac"
+"""
+
+
+def test_a_sweep_runs_its_baselines_after_its_groups_and_resumes_without_rerunning(tmp_path):
+    file = tmp_path / "grid.toml"
+    file.write_text(TINY)
+    out = tmp_path / "grid"
+    sweep.run_sweep(str(file), str(out), progress=lambda line: None)
+    dirs = [d.name for d in sweep.group_dirs(out)]
+    assert dirs == ["b00-lqg-sac", "g00-lqg-svg1_er"]
+    baseline = out / "b00-lqg-sac"
+    recorded = json.loads((baseline / rundir.CONFIG).read_text())["baseline"]
+    assert recorded["n_envs"] == 2 and recorded["hidden"] == [16, 16]
+    history = rundir.read_metrics(baseline)
+    steps = [int(m["env_steps"][0]) for m in history]  # Brax's epochs count its prefill too
+    assert len(steps) == 3 and steps[0] == 0 and steps[-1] >= 400
+    written = (baseline / rundir.METRICS).read_bytes()
+    lines = []
+    sweep.run_sweep(None, str(out), progress=lines.append)
+    assert not any("(brax)" in line for line in lines), lines  # finished: not run again
+    assert (baseline / rundir.METRICS).read_bytes() == written
+    # An unfinished baseline (no metrics) runs again from the start.
+    (baseline / rundir.METRICS).unlink()
+    sweep.run_sweep(None, str(out), progress=lines.append)
+    assert any("(brax)" in line for line in lines)
+    assert len(rundir.read_metrics(baseline)) == 3
+    png = tmp_path / "both.png"
+    assert cli.main(["plot", str(out), "--out", str(png)]) is None
+    assert png.read_bytes()[:4] == b"\x89PNG"
