@@ -124,8 +124,8 @@ class PlotArgs:
     """run directories (or sweep directories)."""
     out: str = "curves.png"
     """the PNG to write."""
-    metric: str = "eval_return"
-    """the metric on the y axis (any column of metrics.jsonl)."""
+    metrics: Annotated[str, tyro.conf.arg(aliases=("--metric",))] = "eval_return"
+    """comma-separated metrics, one panel each (columns of metrics.jsonl; README, "Metrics")."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +319,8 @@ def plot_command(args: PlotArgs) -> None:
     dirs = []
     for d in args.dirs:
         dirs.extend(sweep.group_dirs(d) if sweep.is_sweep_dir(d) else [d])
-    print(plot.plot_runs(dirs, args.out, metric=args.metric))
+    metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
+    print(plot.plot_runs(dirs, args.out, metrics=metrics))
 
 
 def report_command(args: ReportArgs) -> None:

@@ -106,10 +106,29 @@ def value_td_loss(
     state and its time as ``s_tp1`` and ``t_tp1`` (default ``t + 1``), and the
     per-example discount ``γ^n`` as ``gamma``.
     """
-    v_t = jax.vmap(value)(s_t, t)
+    y = value_td_target(target, t, r_t, s_tp1, gamma, t_tp1)
+    return td_regression_loss(jax.vmap(value)(s_t, t), y, weights)
+
+
+def td_regression_loss(
+    predictions: Float[Array, " batch"], y: Float[Array, " batch"], weights: Float[Array, " batch"]
+) -> Float[Array, ""]:
+    """``mean(w (prediction − y)²) / 2``, the weights held out of the gradient."""
+    return 0.5 * jnp.mean(jax.lax.stop_gradient(weights) * (predictions - y) ** 2)
+
+
+def value_td_target(
+    target: ValueFunction,
+    t: Int[Array, " batch"],
+    r_t: Float[Array, " batch"],
+    s_tp1: Float[Array, "batch n_s"],
+    gamma: float | Float[Array, ""] | Float[Array, " batch"],
+    t_tp1: Int[Array, " batch"] | None = None,
+) -> Float[Array, " batch"]:
+    """``V``'s TD target ``y = r_t + γ V'(s_{t+1}, t_{t+1})`` (default ``t_{t+1} = t + 1``;
+    n-step targets as in :func:`value_td_loss`), held out of the gradient."""
     v_tp1 = jax.vmap(target)(s_tp1, t + 1 if t_tp1 is None else t_tp1)
-    y = jax.lax.stop_gradient(r_t + gamma * v_tp1)
-    return 0.5 * jnp.mean(jax.lax.stop_gradient(weights) * (v_t - y) ** 2)
+    return jax.lax.stop_gradient(r_t + gamma * v_tp1)
 
 
 def n_step_target(
@@ -142,10 +161,34 @@ def q_td_loss(
     weights: Float[Array, " batch"],
 ) -> Float[Array, ""]:
     """TD(0) for ``Q`` with ``y = r + γ Q'(s', a')``; ``a' = π(s', η')`` is the caller's."""
-    q_t = jax.vmap(q)(s_t, a_t, t)
+    y = q_td_target(target, a_tp1, t, r_t, s_tp1, gamma)
+    return td_regression_loss(jax.vmap(q)(s_t, a_t, t), y, weights)
+
+
+def q_td_target(
+    target: QFunction,
+    a_tp1: Float[Array, "batch n_a"],
+    t: Int[Array, " batch"],
+    r_t: Float[Array, " batch"],
+    s_tp1: Float[Array, "batch n_s"],
+    gamma: float | Float[Array, ""],
+) -> Float[Array, " batch"]:
+    """``Q``'s TD target ``y = r_t + γ Q'(s_{t+1}, a_{t+1}, t + 1)``, held out of the
+    gradient."""
     q_tp1 = jax.vmap(target)(s_tp1, a_tp1, t + 1)
-    y = jax.lax.stop_gradient(r_t + gamma * q_tp1)
-    return 0.5 * jnp.mean(jax.lax.stop_gradient(weights) * (q_t - y) ** 2)
+    return jax.lax.stop_gradient(r_t + gamma * q_tp1)
+
+
+def explained_variance(
+    returns: Float[Array, " batch"], predictions: Float[Array, " batch"]
+) -> Float[Array, ""]:
+    """``1 − Var(G − V) / Var(G)`` (population variances) of a critic's predictions ``V``
+    of returns ``G``: 1 for exact predictions, 0 for predictions no better than a
+    constant, negative for worse ones. NaN when ``Var(G) = 0``, where it is undefined
+    (as Stable-Baselines3's ``explained_variance``)."""
+    var_returns = jnp.var(returns)
+    ratio = jnp.var(returns - predictions) / jnp.where(var_returns == 0, 1, var_returns)
+    return jnp.where(var_returns == 0, jnp.nan, 1 - ratio)
 
 
 def polyak_update(target, online, tau: float | Float[Array, ""]):

@@ -92,6 +92,25 @@ def rebuild(
     return jnp.concatenate([states, s_last[None]]), actions, total
 
 
+def value_expansion_terms(
+    policy: GaussianPolicy,
+    dynamics: Dynamics,
+    reward: Reward,
+    value: Value | None,
+    stretch: Transition,
+    gamma: float | Float[Array, ""],
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """The two terms of ``L_k(θ)`` of one stretch (leaves ``[k, …]``): the reward sum
+    ``Σ_{t=j}^{j+k−1} γ^{t−j} r(ŝ_t, â_t, t)`` and the bootstrap ``γ^k V(ŝ_{j+k}, j+k)``
+    (0 for ``value=None``, SVG(∞))."""
+    eta, xi = infer_noises(policy, dynamics, stretch)
+    states, _, total = rebuild(policy, dynamics, reward, stretch.s[0], stretch.t, eta, xi, gamma)
+    if value is None:
+        return total, jnp.zeros_like(total)
+    k = stretch.t.shape[0]
+    return total, gamma**k * value(states[-1], stretch.t[-1] + 1)
+
+
 def value_expansion(
     policy: GaussianPolicy,
     dynamics: Dynamics,
@@ -101,12 +120,8 @@ def value_expansion(
     gamma: float | Float[Array, ""],
 ) -> Float[Array, ""]:
     """``L_k(θ)`` of one stretch (leaves ``[k, …]``); ``value=None`` bootstraps with 0 (SVG(∞))."""
-    eta, xi = infer_noises(policy, dynamics, stretch)
-    states, _, total = rebuild(policy, dynamics, reward, stretch.s[0], stretch.t, eta, xi, gamma)
-    if value is None:
-        return total
-    k = stretch.t.shape[0]
-    return total + gamma**k * value(states[-1], stretch.t[-1] + 1)
+    reward_sum, bootstrap = value_expansion_terms(policy, dynamics, reward, value, stretch, gamma)
+    return reward_sum if value is None else reward_sum + bootstrap
 
 
 def _weights(policy, batch, truncation, extra):
@@ -142,12 +157,44 @@ def svg_loss(
     ``value=None`` is SVG(∞) (stretches are whole episodes). ``truncation`` is the
     importance-weight cap ``c`` for replayed data (None: on-policy, ``w = 1``);
     ``weights`` multiplies further per-stretch weights (e.g. ``γ^{t_j}``).
+
+    ``aux`` holds ``importance_weight`` (``w``), ``surrogate`` (``L_k``) and its two
+    terms (:func:`value_expansion_terms`), ``reward_sum`` and ``bootstrap``, per stretch.
     """
     w = _weights(policy, batch, truncation, weights)
-    surrogate = jax.vmap(
-        lambda stretch: value_expansion(policy, dynamics, reward, value, stretch, gamma)
+    reward_sum, bootstrap = jax.vmap(
+        lambda stretch: value_expansion_terms(policy, dynamics, reward, value, stretch, gamma)
     )(batch)
-    return -jnp.mean(w * surrogate), {"importance_weight": w, "surrogate": surrogate}
+    surrogate = reward_sum if value is None else reward_sum + bootstrap
+    aux = {
+        "importance_weight": w,
+        "surrogate": surrogate,
+        "reward_sum": reward_sum,
+        "bootstrap": bootstrap,
+    }
+    return -jnp.mean(w * surrogate), aux
+
+
+def svg_gradient_terms(
+    loss_fn: Callable[[GaussianPolicy], tuple[Float[Array, ""], dict[str, Array]]],
+    policy: GaussianPolicy,
+) -> tuple[GaussianPolicy, GaussianPolicy]:
+    """``(∇θ −mean(w Σ γ^{t−j} r), ∇θ −mean(w γ^k V(ŝ_{j+k})))``: the gradient of an
+    :func:`svg_loss` (``loss_fn(policy)``, which returns its ``aux``) split into the part
+    through the rewards of the stretch and the part through its bootstrap ``V``. The
+    two sum to ``∇θ loss_fn``; the second is zero for SVG(∞) and for a constant ``V``.
+    One forward pass and two backward passes."""
+
+    def terms(policy):
+        _, aux = loss_fn(policy)
+        w = aux["importance_weight"]  # held out of the gradient by svg_loss
+        return -jnp.mean(w * aux["reward_sum"]), -jnp.mean(w * aux["bootstrap"])
+
+    (reward_term, value_term), vjp = eqx.filter_vjp(terms, policy)
+    one, zero = jnp.ones_like(reward_term), jnp.zeros_like(value_term)
+    (through_reward,) = vjp((one, zero))
+    (through_value,) = vjp((zero, one))
+    return through_reward, through_value
 
 
 def svg0_loss(

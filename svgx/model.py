@@ -105,6 +105,25 @@ class DynamicsModel(eqx.Module):
         )
 
 
+def one_step_errors(
+    model: DynamicsModel,
+    s: Float[Array, "batch n_s"],
+    a: Float[Array, "batch n_a"],
+    s_next: Float[Array, "batch n_s"],
+) -> dict[str, Float[Array, ""]]:
+    """How well the model predicts a batch of real transitions one step ahead.
+
+    ``model_one_step_mse``: ``mean((s + μ(s, a) − s')²)`` over the batch and the state
+    dimensions, in the state's units (the error of the mean prediction ``E[s']``);
+    ``model_one_step_nll``: the mean over the batch of :meth:`DynamicsModel.nll`.
+    """
+    mean, _ = jax.vmap(model.predict)(s, a)
+    return {
+        "model_one_step_mse": jnp.mean((s + mean - s_next) ** 2),
+        "model_one_step_nll": jnp.mean(jax.vmap(model.nll)(s, a, s_next)),
+    }
+
+
 def dynamics_model(
     observe: Callable[[Array], Array],
     observation_size: int,

@@ -1,4 +1,5 @@
-"""Learning curves: mean and 95% confidence band over seeds, x axis in environment steps."""
+"""Learning curves: mean and 95% confidence band over seeds, x axis in environment steps;
+one panel per metric (README, "Metrics")."""
 
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ def confidence_band(
 
 
 def curve(history: list[dict[str, np.ndarray]], metric: str = "eval_return"):
-    """``(env_steps, [chunks, seeds] values)`` of one run's metrics."""
+    """``(env_steps, [chunks, seeds] values)`` of one run's metrics (NaN in chunks that did
+    not record ``metric``, e.g. ones written by an older version before a resume)."""
     steps = np.array([np.nanmean(m["env_steps"]) for m in history])
-    values = np.stack([m[metric] for m in history])
+    missing = lambda m: np.full(len(m["env_steps"]), np.nan)  # noqa: E731
+    values = np.stack([np.asarray(m.get(metric, missing(m)), float) for m in history])
     return steps, values
 
 
@@ -58,45 +61,78 @@ def _baseline(path: pathlib.Path) -> dict | None:
         return None
 
 
+def recorded(history: list[dict[str, np.ndarray]]) -> set[str]:
+    """The metrics a run recorded (in any chunk)."""
+    return set().union(*history)
+
+
 def plot_runs(
     dirs: Sequence[str | pathlib.Path],
     out: str | pathlib.Path,
-    metric: str = "eval_return",
+    metrics: str | Sequence[str] = "eval_return",
     title: str = "",
 ) -> pathlib.Path:
-    """Draws every run directory's ``metric`` against environment steps into ``out`` (PNG)."""
+    """Draws every run directory's ``metrics`` (a name or several: one panel each) against
+    environment steps into ``out`` (PNG): per run, or per hyperparameter combination of a
+    sweep group, the mean over seeds and its 95% confidence band.
+
+    A run that lacks a metric others recorded is left out of that panel; a metric that no
+    run recorded is a ValueError naming it and the metrics the runs have.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if not metrics:
+        raise ValueError("metrics: name at least one metric")
+    histories = []
     for d in dirs:
         d = pathlib.Path(d)
         history = rundir.read_metrics(d)
         if not history:
             raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
-        if metric not in history[0]:
-            raise rundir.RunDirError(
-                f"metric={metric!r}: not recorded; recorded: {', '.join(sorted(history[0]))}"
+        histories.append((d, history))
+    have = set().union(*(recorded(history) for _, history in histories))
+    for metric in metrics:
+        if metric not in have:
+            runs = ", ".join(str(d) for d, _ in histories)
+            raise ValueError(
+                f"metric {metric!r}: not recorded by {runs}; recorded: {', '.join(sorted(have))}"
             )
-        steps, values = curve(history, metric)
-        combos = rundir.member_labels(d)
-        if combos is None:
-            combos = [(label(d), np.arange(values.shape[1]))]
-        else:  # a sweep group: one curve per hyperparameter combination
-            combos = [
-                (f"{label(d, len(m))}" + (f": {name}" if name else ""), m) for name, m in combos
-            ]
-        for name, members in combos:
-            mean, low, high = confidence_band(values[:, members])
-            (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("environment steps (per seed)")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(title or "mean and 95% confidence band over seeds", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+
+    columns = min(len(metrics), 2)
+    rows = -(-len(metrics) // columns)
+    size = (6.4, 4.0) if len(metrics) == 1 else (5.2 * columns, 3.6 * rows)
+    fig, axes = plt.subplots(rows, columns, figsize=size, dpi=120, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for d, history in histories:
+            if metric not in recorded(history):
+                continue
+            steps, values = curve(history, metric)
+            combos = rundir.member_labels(d)
+            if combos is None:
+                combos = [(label(d), np.arange(values.shape[1]))]
+            else:  # a sweep group: one curve per hyperparameter combination
+                combos = [
+                    (f"{label(d, len(m))}" + (f": {name}" if name else ""), m) for name, m in combos
+                ]
+            for name, members in combos:
+                mean, low, high = confidence_band(values[:, members])
+                (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("environment steps (per seed)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8 if len(metrics) == 1 else 6)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    title = title or "mean and 95% confidence band over seeds"
+    if len(metrics) == 1:
+        axes[0, 0].set_title(title, fontsize=10)
+    else:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -15,6 +15,10 @@ one policy step per iteration, or replay, with a policy step at every update),
 its critic (``V``, ``Q`` or none), whether it takes a Jacobian source, how it
 acts, its policy loss and its own state. See docs/design.md for the design.
 
+At the end of each chunk, the learning diagnostics (README, "Metrics": the
+critic's explained variance, the model's one-step error, the algorithm's own, such
+as the SVG gradient's reward and value parts) are measured once, on one fresh batch.
+
 Numerical safety: every update clips its gradient's global norm; an update
 whose loss or gradient is not finite is skipped (parameters and optimiser state
 unchanged) and counted. An environment step that produces a non-finite state
@@ -33,12 +37,12 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from svgx import critics, replay, rollout
+from svgx import critics, estimators, replay, rollout
 from svgx.algorithms import PolicyInputs
 from svgx.config import Config, Hyperparams
 from svgx.divergence import all_finite
 from svgx.dynamics import make_dynamics
-from svgx.model import DynamicsModel, dynamics_model
+from svgx.model import DynamicsModel, dynamics_model, one_step_errors
 from svgx.policy import GaussianPolicy, linear_policy, mlp_policy
 from svgx.replay import ReplayBuffer, Transition
 
@@ -92,6 +96,9 @@ class Train(NamedTuple):
 # The model's normalisation: statistics of this many replayed transitions, blended
 # into the running ones at this rate every iteration (all of it the first time).
 STATISTICS_BATCH, STATISTICS_RATE = 1024, 0.05
+
+# The chunk-end diagnostics draw on jax.random.fold_in(state.key, DIAGNOSTICS_SALT).
+DIAGNOSTICS_SALT = 0x5D1A6
 
 # Metrics of a chunk that are counters or the latest value (the rest are averaged).
 COUNTERS = (
@@ -375,12 +382,16 @@ def make_train(config: Config) -> Train:
         )
         return batch, weights, (discount, t_k)
 
-    def update_critic(state: TrainState, hp, key_batch, key_next, episodes, enabled):
-        """One weighted TD(0) step of the critic towards its target network (n-step for
-        ``V`` with ``critic_n_step`` > 1), then the target's update (paper §5, Alg. 4);
-        ``Q``'s next actions are the algorithm's."""
-        if algorithm.critic is None:
-            return state, {}
+    def critic_values(critic, batch: Transition):
+        """``V(s, t)`` or ``Q(s, a, t)`` of a batch of transitions."""
+        if algorithm.critic == "q":
+            return jax.vmap(critic)(batch.s, batch.a, batch.t)
+        return jax.vmap(critic)(batch.s, batch.t)
+
+    def td_targets(state: TrainState, hp, key_batch, key_next, episodes):
+        """The critic's regression problem ``(batch, weights, y)``: a batch, its weights and
+        its TD(0) targets from the target network (n-step for ``V`` with ``critic_n_step``
+        > 1); ``Q``'s next actions are the algorithm's."""
         if config.critic_n_step > 1:
             batch, weights, (discount, t_next) = n_step_batch(state, hp, key_batch)
         else:
@@ -390,21 +401,25 @@ def make_train(config: Config) -> Train:
         if algorithm.critic == "q":
             a_next = algorithm.next_actions(state.policy, state.extra, batch.s_next, key=key_next)
             a_next = jax.lax.stop_gradient(a_next)
-
-            def loss(q):
-                return critics.q_td_loss(
-                    q, target, a_next, batch.s, batch.a, batch.t, r, batch.s_next, hp.gamma, weights
-                ), None
+            y = critics.q_td_target(target, a_next, batch.t, r, batch.s_next, hp.gamma)
         else:
+            y = critics.value_td_target(target, batch.t, r, batch.s_next, discount, t_next)
+        return batch, weights, y
 
-            def loss(value):
-                return critics.value_td_loss(
-                    value, target, batch.s, batch.t, r, batch.s_next, discount, weights, t_next
-                ), None
+    def update_critic(state: TrainState, hp, key_batch, key_next, episodes, enabled):
+        """One weighted TD step of the critic towards its target network (:func:`td_targets`),
+        then the target's update (paper §5, Alg. 4)."""
+        if algorithm.critic is None:
+            return state, {}
+        batch, weights, y = td_targets(state, hp, key_batch, key_next, episodes)
+
+        def loss(critic):
+            return critics.td_regression_loss(critic_values(critic, batch), y, weights), None
 
         online, opt, value_loss, _, _, bad = safe_step(
             state.critic, state.critic_opt, loss, hp.critic_lr, hp.max_grad_norm, enabled=enabled
         )
+        target = state.critic_target
         if config.target_period:
             target = critics.periodic_copy(target, online, state.updates, config.target_period)
         else:
@@ -421,15 +436,15 @@ def make_train(config: Config) -> Train:
             return episodes.s.reshape(-1, episodes.s.shape[-1])
         return replay.sample(state.buffer, key, config.batch_size).s
 
-    def update_policy(state: TrainState, hp, key, episodes, enabled):
-        """One step of the algorithm's policy loss, then its own state."""
+    def policy_inputs(state: TrainState, hp, episodes) -> PolicyInputs:
+        """What the algorithm's policy loss reads (rewards scaled by ``hp.reward_scale``)."""
         reward = lambda s, a, t: hp.reward_scale * env.reward(s, a, t)  # noqa: E731
         if episodes is not None:  # the likelihood-ratio estimators read recorded rewards
             episodes = eqx.tree_at(lambda e: e.r, episodes, hp.reward_scale * episodes.r)
         dynamics = (
             make_dynamics(config.jacobians, env, state.model) if algorithm.uses_dynamics else None
         )
-        inputs = PolicyInputs(
+        return PolicyInputs(
             critic=state.critic,
             dynamics=dynamics,
             reward=reward,
@@ -439,7 +454,10 @@ def make_train(config: Config) -> Train:
             hp=hp,
             extra=state.extra,
         )
-        estimator_loss, ready = algorithm.policy_loss(inputs, key=key)
+
+    def update_policy(state: TrainState, hp, key, episodes, enabled):
+        """One step of the algorithm's policy loss, then its own state."""
+        estimator_loss, ready = algorithm.policy_loss(policy_inputs(state, hp, episodes), key=key)
         states = entropy_states(state, jax.random.fold_in(key, 2), episodes)
         eta = jax.random.normal(
             jax.random.fold_in(key, 3), (states.shape[0], env.action_size), states.dtype
@@ -513,9 +531,52 @@ def make_train(config: Config) -> Train:
         )
         return state, metrics
 
+    # --- diagnostics, once per chunk ---------------------------------------------
+    def latest_episodes(buffer: ReplayBuffer) -> Transition:
+        """On-policy: the episode of every environment that the latest iteration collected
+        (the buffer's last ``horizon`` rows); leaves ``[n_envs, T, …]``."""
+        latest = (buffer.position - horizon + jnp.arange(horizon)) % rows
+        return jax.tree.map(lambda x: jnp.swapaxes(x[latest], 0, 1), buffer.data)
+
+    def critic_explained_variance(state: TrainState, hp, key, episodes):
+        """:func:`critics.explained_variance` of the online critic's ``V(s)`` (``Q(s, a)``)
+        against returns ``G`` (rewards scaled by ``hp.reward_scale``), unweighted: on
+        replay, ``G`` is the critic's own TD target on a fresh batch (:func:`td_targets`:
+        a bootstrapped return, n-step with ``critic_n_step`` > 1); on the latest episodes,
+        the discounted Monte-Carlo return-to-go (truncated at the horizon)."""
+        if on_policy:
+            batch = rollout.per_step(episodes)
+            returns = jax.vmap(lambda r: estimators.returns_to_go(r, hp.gamma))(
+                hp.reward_scale * episodes.r
+            ).reshape(-1)
+        else:
+            batch, _, returns = td_targets(state, hp, *jax.random.split(key), None)
+        return critics.explained_variance(returns, critic_values(state.critic, batch))
+
+    def learning_metrics(state: TrainState, hp):
+        """Diagnostics at the end of a chunk, each on one fresh batch (README, "Metrics"):
+        the critic's explained variance, the model's one-step error, and the algorithm's
+        own (:meth:`Algorithm.learning_metrics`). They draw on a key folded from the
+        state's, which they do not advance: training is the same with or without them."""
+        key_critic, key_model, key_algorithm = jax.random.split(
+            jax.random.fold_in(state.key, DIAGNOSTICS_SALT), 3
+        )
+        episodes = latest_episodes(state.buffer) if on_policy else None
+        metrics = {}
+        if algorithm.critic is not None:
+            metrics["critic_explained_variance"] = critic_explained_variance(
+                state, hp, key_critic, episodes
+            )
+        if needs_model:
+            batch = replay.sample(state.buffer, key_model, config.batch_size)
+            metrics |= one_step_errors(state.model, batch.s, batch.a, batch.s_next)
+        inputs = policy_inputs(state, hp, episodes)
+        return metrics | algorithm.learning_metrics(state.policy, inputs, key=key_algorithm)
+
     def chunk(state: TrainState, hp: Hyperparams):
         """``config.iterations / config.chunks`` iterations; metrics averaged over them
-        (counters: their value at the end of the chunk)."""
+        (counters: their value at the end of the chunk), and the diagnostics of
+        :func:`learning_metrics` at its end."""
         state, per_iteration = jax.lax.scan(
             lambda s, _: iteration(s, hp), state, None, length=iterations_per_chunk
         )
@@ -523,7 +584,7 @@ def make_train(config: Config) -> Train:
             name: (values[-1] if name in COUNTERS else jnp.nanmean(values))
             for name, values in per_iteration.items()
         }
-        return state, metrics
+        return state, metrics | learning_metrics(state, hp)
 
     def evaluate(state: TrainState, key: PRNGKeyArray):
         """``eval_episodes`` episodes with the mean action: mean return and success rate."""

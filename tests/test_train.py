@@ -84,9 +84,13 @@ def expected_metrics(algo, jacobians):
     cls = algorithms.get(algo)
     names = set(COMMON_METRICS)
     if cls.critic is not None:
-        names.add("value_loss")
+        names |= {"value_loss", "critic_explained_variance"}
     if jacobians == "learned":
-        names.add("model_nll")
+        names |= {"model_nll", "model_one_step_mse", "model_one_step_nll"}
+    if issubclass(cls, algorithms.ValueExpansion):  # the SVG(k) family: its gradient's parts
+        names.add("policy_grad_norm_reward")
+        if cls.critic is not None:
+            names.add("policy_grad_norm_value")
     if algo in IMPORTANCE_WEIGHTED:
         names |= {"importance_weight_mean", "importance_weight_max"}
     return names

@@ -14,9 +14,9 @@ class declares what the loop must provide:
   and so takes a Jacobian source (``Config.jacobians``);
 
 and its methods say how it acts, what its ``Q`` critic's targets are, its own
-state, its policy loss and the metrics it adds. Only :meth:`Algorithm.policy_loss`
-must be written; the rest default to a stochastic policy learning from its own
-samples.
+state, its policy loss and the metrics it adds (at every policy step, and once per
+chunk). Only :meth:`Algorithm.policy_loss` must be written; the rest default to a
+stochastic policy learning from its own samples.
 """
 
 from __future__ import annotations
@@ -133,6 +133,14 @@ class Algorithm(abc.ABC):
 
     def policy_metrics(self, aux: dict[str, Array]) -> dict[str, Float[Array, ""]]:
         """Metrics the algorithm adds, from its policy loss's ``aux`` (default: none)."""
+        return {}
+
+    def learning_metrics(
+        self, policy: GaussianPolicy, inputs: PolicyInputs, *, key: PRNGKeyArray
+    ) -> dict[str, Float[Array, ""]]:
+        """Diagnostics the algorithm adds once per chunk, at its end, on one fresh batch of
+        its data (``inputs`` as for :meth:`policy_loss`); nothing is updated
+        (default: none)."""
         return {}
 
 

@@ -20,6 +20,9 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import jax.numpy as jnp
+import optax
+
 from svgx import estimators, replay, rollout
 from svgx.algorithms.base import Algorithm, PolicyInputs, check_int, importance_weight_metrics
 
@@ -67,6 +70,21 @@ class ValueExpansion(Algorithm):
 
     def policy_metrics(self, aux):
         return importance_weight_metrics(aux) if self.data == "replay" else {}
+
+    def learning_metrics(self, policy, inputs, *, key):
+        """The norms of the two parts of the SVG gradient on one batch
+        (:func:`estimators.svg_gradient_terms`; importance-weighted, without the entropy
+        bonus, before clipping): ``policy_grad_norm_reward``, through the rewards of the
+        stretch, and ``policy_grad_norm_value``, through its bootstrap ``γ^k V`` (a flat
+        ``V`` shows as a value part near 0). SVG(∞) has no ``V`` and reports only the
+        reward part, which is its whole gradient. NaN while the policy step is not ready."""
+        loss, ready = self.policy_loss(inputs, key=key)
+        through_reward, through_value = estimators.svg_gradient_terms(loss, policy)
+        norm = lambda grads: jnp.where(ready, optax.tree.norm(grads), jnp.nan)  # noqa: E731
+        metrics = {"policy_grad_norm_reward": norm(through_reward)}
+        if self.critic is not None:
+            metrics["policy_grad_norm_value"] = norm(through_value)
+        return metrics
 
 
 @dataclasses.dataclass(frozen=True)
