@@ -7,7 +7,8 @@ or one Brax baseline run. Times are read from the metrics: svgx records ``compil
 Brax's seeds run one after another, each with its own ``wall_time``, and its compile time
 is not visible from outside, so it is estimated as the wall time its steady rate does not
 explain (the rate between its second and last evaluation) and marked ``~`` (so is that of
-an svgx run made before svgx recorded ``compile_time``).
+an svgx run made before svgx recorded ``compile_time``); where the rate changed so much
+that the estimate is negative, it is shown as unknown.
 """
 
 from __future__ import annotations
@@ -49,22 +50,48 @@ def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row
     groups and baselines)."""
     from svgx import sweep
 
-    found = []
+    found = []  # (run directory, the Config fields that tell it from its sweep's others)
     for d in dirs:
         d = pathlib.Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"{str(d)!r}: no such run or sweep directory")
-        found.extend(sweep.group_dirs(d) if sweep.is_sweep_dir(d) else [d])
+        if sweep.is_sweep_dir(d):
+            groups = sweep.group_dirs(d)
+            found.extend((g, _distinguishing(groups)) for g in groups)
+        else:
+            found.append((d, ()))
     result = []
-    for d in found:
+    for d, fields in found:
         history = rundir.read_metrics(d)
         if not history:
             raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
-        result.extend(_rows(d, history, reference))
+        result.extend(_rows(d, history, reference, fields))
     return result
 
 
-def _rows(d: pathlib.Path, history: list[dict], reference: str) -> list[Row]:
+# Shown in the method's name already, or not a setting.
+_NAMED = ("env", "algo", "jacobians", "iterations", "chunks")
+
+
+def _distinguishing(groups: Sequence[pathlib.Path]) -> tuple[str, ...]:
+    """The Config fields whose values differ between a sweep's svgx groups."""
+    configs = []
+    for g in groups:
+        description = json.loads((g / rundir.CONFIG).read_text())
+        if "config" in description:
+            configs.append(description["config"])
+    if len(configs) < 2:
+        return ()
+    return tuple(
+        k
+        for k in configs[0]
+        if k not in _NAMED and len({json.dumps(c.get(k)) for c in configs}) > 1
+    )
+
+
+def _rows(
+    d: pathlib.Path, history: list[dict], reference: str, fields: Sequence[str] = ()
+) -> list[Row]:
     description = json.loads((d / rundir.CONFIG).read_text())
     if "baseline" in description:
         b = description["baseline"]
@@ -75,7 +102,7 @@ def _rows(d: pathlib.Path, history: list[dict], reference: str) -> list[Row]:
         steps = np.array([m["env_steps"] for m in history])
         startups = [_startup(wall[:, i], steps[:, i]) for i in range(wall.shape[1])]
         compile_s, wall_s = float(np.sum(startups)), float(wall[-1].sum())
-        run_s = wall_s - compile_s
+        run_s = wall_s - np.nan_to_num(compile_s)  # unknown: the whole run's rate
         members = [(method, np.arange(wall.shape[1]))]
         env, estimated = b["env"], True
         is_reference = b["algo"] == reference
@@ -83,6 +110,8 @@ def _rows(d: pathlib.Path, history: list[dict], reference: str) -> list[Row]:
         spec = rundir.read_spec(d)
         c = spec.config
         method = c.algo + (f" ({c.jacobians})" if c.algorithm.uses_dynamics else "")
+        if fields:
+            method += ", " + ", ".join(f"{k}={getattr(c, k)}" for k in fields)
         wall_s = float(history[-1]["wall_time"][0])
         estimated = "compile_time" not in history[-1]  # runs before svgx measured it
         compile_s = (
@@ -93,7 +122,7 @@ def _rows(d: pathlib.Path, history: list[dict], reference: str) -> list[Row]:
             if estimated
             else float(history[-1]["compile_time"][0])
         )
-        run_s = wall_s - compile_s
+        run_s = wall_s - np.nan_to_num(compile_s)  # unknown: the whole run's rate
         labels = rundir.member_labels(d)
         members = (
             [(method, np.arange(spec.seeds))]
@@ -134,12 +163,19 @@ def _startup(wall: np.ndarray, steps: np.ndarray) -> float:
     if len(wall) < 3 or wall[-1] <= wall[1]:
         return math.nan
     rate = (steps[-1] - steps[1]) / (wall[-1] - wall[1])
-    return float(wall[-1] - steps[-1] / rate)
+    startup = float(wall[-1] - steps[-1] / rate)
+    return startup if startup >= 0 else math.nan  # the rate changed (a shared machine)
 
 
 def _interval(values: np.ndarray) -> tuple[float, float, float]:
     mean, low, high = confidence_band(values)
     return float(mean), float(low), float(high)
+
+
+def _compile_cell(row: Row) -> str:
+    if math.isnan(row.compile_s):
+        return "unknown"
+    return f"{'~' if row.compile_estimated else ''}{row.compile_s:,.0f}"
 
 
 def reference_steps(table: Sequence[Row], env: str) -> float:
@@ -175,6 +211,6 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
             f"| {s[0]:.0%} ({max(s[1], 0):.0%}–{min(s[2], 1):.0%}) "
             f"| {ret[0]:.1f} ({ret[1]:.1f}–{ret[2]:.1f}) | {reached} | {ratio} "
             f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "
-            f"| {'~' if r.compile_estimated else ''}{r.compile_s:,.0f} |"
+            f"| {_compile_cell(r)} |"
         )
     return header + "\n".join(lines) + "\n"

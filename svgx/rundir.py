@@ -260,13 +260,15 @@ MEMBERS = "members.json"  # in a sweep group's directory: each member's hyperpar
 
 def member_labels(path: str | pathlib.Path) -> list[tuple[str, np.ndarray]] | None:
     """For a sweep group directory: ``(label, member indices)`` per hyperparameter
-    combination, from its ``members.json``; ``None`` for a plain run directory."""
+    combination, from its ``members.json``; ``None`` for a plain run directory. A label
+    names the values that vary within the group ("" when none does)."""
     file = pathlib.Path(path) / MEMBERS
     if not file.is_file():
         return None
     members = json.loads(file.read_text())
+    varying = [k for k in members[0] if k != "seed" and len({repr(m[k]) for m in members}) > 1]
     combos: dict[str, list[int]] = {}
     for i, member in enumerate(members):
-        label = ", ".join(f"{k}={v}" for k, v in member.items() if k != "seed")
+        label = ", ".join(f"{k}={member[k]}" for k in varying)
         combos.setdefault(label, []).append(i)
     return [(label, np.asarray(indices)) for label, indices in combos.items()]

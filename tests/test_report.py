@@ -1,5 +1,6 @@
 """svgx report: the learning table's figures on run directories with made-up metrics."""
 
+import dataclasses
 import json
 import math
 
@@ -106,3 +107,33 @@ def test_report_command_writes_the_table_and_names_a_missing_directory(tmp_path,
         cli.main(["report", str(tmp_path / "missing")])
     assert exit_.value.code == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_a_sweeps_rows_name_what_tells_its_groups_and_combinations_apart(tmp_path):
+    (tmp_path / "sweep.toml").write_text("# a sweep directory\n")
+    for name, n_step in (("g00", 1), ("g01", 5)):
+        d = tmp_path / name
+        success = [[0, 0, 1, 1], [1, 1, 1, 1]]
+        svgx_run(d, success, success, wall=[2, 3], compile_time=1.0)
+        spec = rundir.read_spec(d)
+        config = dataclasses.replace(spec.config, critic_n_step=n_step)
+        atomic_write_text(d / rundir.CONFIG, dataclasses.replace(spec, config=config).to_json())
+        # 2 step sizes × 2 seeds; tau is the same for all and goes unnamed.
+        members = [dict(policy_lr=lr, tau=0.05, seed=s) for lr in (1e-3, 3e-4) for s in (0, 1)]
+        atomic_write_text(d / rundir.MEMBERS, json.dumps(members))
+    methods = [r.method for r in report.rows([tmp_path])]
+    assert methods == [
+        f"svg1_er (simulator), critic_n_step={n}: policy_lr={lr}"
+        for n in (1, 5)
+        for lr in (1e-3, 3e-4)
+    ]
+    # Per combination: seeds 0, 1 of policy_lr=1e-3 succeed at the first chunk only if both do.
+    assert [r.steps_to_level for r in report.rows([tmp_path])][:2] == [200, 100]
+
+
+def test_an_estimate_the_rate_cannot_support_is_unknown(tmp_path):
+    # The run slowed down after its first epoch: wall - steps / (later rate) < 0.
+    brax_run(tmp_path / "sac", [[0], [0], [0]], [[1], [2], [100]])
+    (row,) = report.rows([tmp_path / "sac"])
+    assert math.isnan(row.compile_s)
+    assert "| unknown |" in report.markdown([row])
