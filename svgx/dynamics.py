@@ -9,7 +9,8 @@ An estimator holds a :class:`Dynamics` and calls only
 
 so it cannot tell whether the Jacobians it back-propagates through are MJX's
 (:class:`SimulatorDynamics`) or a learned model's (:class:`LearnedDynamics`).
-This is the ablation axis of svgx.
+This is the ablation axis of svgx; :func:`jacobian_errors` measures how far apart
+the two sources' Jacobians are on real transitions.
 """
 
 from __future__ import annotations
@@ -104,3 +105,64 @@ def make_dynamics(source: str, env: Env, model: DynamicsModel | None = None) -> 
             raise ValueError("jacobians='learned' needs a dynamics model")
         return LearnedDynamics(model)
     raise ValueError(f"unknown Jacobian source {source!r}; valid: {', '.join(JACOBIAN_SOURCES)}")
+
+
+def jacobians(
+    dynamics: Dynamics, s: Float[Array, " n_s"], a: Float[Array, " n_a"], xi: PyTree
+) -> tuple[Float[Array, "n_s n_s"], Float[Array, "n_s n_a"]]:
+    """``(∂f̂/∂s, ∂f̂/∂a)`` at ``(s, a)`` with the noise ``ξ`` held fixed: the Jacobians
+    that SVG back-propagates through (forward mode, ``n_s + n_a`` tangents)."""
+    return jax.jacfwd(lambda s, a: dynamics(s, a, xi), argnums=(0, 1))(s, a)
+
+
+def _relative_error(estimate, reference):
+    """``‖estimate − reference‖_F / ‖reference‖_F`` over all entries: 0 when both are
+    zero, ``inf`` when only the reference is."""
+    error = jnp.linalg.norm((estimate - reference).ravel())
+    norm = jnp.linalg.norm(reference.ravel())
+    ratio = error / jnp.where(norm > 0, norm, 1.0)
+    return jnp.where(norm > 0, ratio, jnp.where(error > 0, jnp.inf, 0.0))
+
+
+def jacobian_errors(
+    model: Dynamics,
+    reference: Dynamics,
+    s: Float[Array, "batch n_s"],
+    a: Float[Array, "batch n_a"],
+    s_next: Float[Array, "batch n_s"],
+    env_noise: Float[Array, "batch n_xi"],
+    direction: Float[Array, "batch n_s"],
+) -> dict[str, Float[Array, ""]]:
+    """How far ``model``'s Jacobians are from ``reference``'s (the simulator's) on a batch
+    of real transitions, each source at the noise it infers for the transition (its
+    ``infer_noise``), so at the Jacobians an estimator would use there.
+
+    With ``J_i = ∂f/∂s`` (reference) and ``Ĵ_i = ∂f̂/∂s`` (model) at sample ``i``:
+
+    * ``jacobian_error_s``: ``‖Ĵ − J‖_F / ‖J‖_F`` of the batch's Jacobians stacked into
+      one matrix, ``sqrt(Σ_i ‖Ĵ_i − J_i‖²_F / Σ_i ‖J_i‖²_F)`` (a ratio of sums, so no
+      sample with a small Jacobian dominates); 0 when both are zero, ``inf`` when only
+      the reference is;
+    * ``jacobian_error_a``: the same for ``∂f/∂a``;
+    * ``jacobian_cosine_value``: the cosine between ``g_i = (∂f/∂a)ᵀ u_i`` and
+      ``ĝ_i = (∂f̂/∂a)ᵀ u_i`` concatenated over the batch,
+      ``Σ_i ĝ_i·g_i / (‖ĝ‖ ‖g‖)`` (samples weigh as much as their ``u_i`` does in the
+      gradient); NaN when either is zero. With ``u_i = ∇_{s'} V(s'_i)`` these are the
+      action gradients through the dynamics that SVG(1) takes (paper eq. 12).
+
+    ``direction``: the ``u_i``. Returns batch scalars.
+    """
+
+    def one(s, a, s_next, env_noise, u):
+        j_s, j_a = jacobians(reference, s, a, reference.infer_noise(s, a, s_next, env_noise))
+        k_s, k_a = jacobians(model, s, a, model.infer_noise(s, a, s_next, env_noise))
+        return j_s, j_a, k_s, k_a, j_a.T @ u, k_a.T @ u
+
+    j_s, j_a, k_s, k_a, g, g_model = jax.vmap(one)(s, a, s_next, env_noise, direction)
+    norms = jnp.linalg.norm(g.ravel()) * jnp.linalg.norm(g_model.ravel())
+    cosine = jnp.sum(g * g_model) / jnp.where(norms > 0, norms, 1.0)
+    return {
+        "jacobian_error_s": _relative_error(k_s, j_s),
+        "jacobian_error_a": _relative_error(k_a, j_a),
+        "jacobian_cosine_value": jnp.where(norms > 0, cosine, jnp.nan),
+    }

@@ -16,8 +16,9 @@ its critic (``V``, ``Q`` or none), whether it takes a Jacobian source, how it
 acts, its policy loss and its own state. See docs/design.md for the design.
 
 At the end of each chunk, the learning diagnostics (README, "Metrics": the
-critic's explained variance, the model's one-step error, the algorithm's own, such
-as the SVG gradient's reward and value parts) are measured once, on one fresh batch.
+critic's explained variance, the model's one-step and Jacobian errors, the algorithm's
+own, such as the SVG gradient's reward and value parts) are measured once, on one
+fresh batch.
 
 Numerical safety: every update clips its gradient's global norm; an update
 whose loss or gradient is not finite is skipped (parameters and optimiser state
@@ -41,7 +42,7 @@ from svgx import critics, estimators, replay, rollout
 from svgx.algorithms import PolicyInputs
 from svgx.config import Config, Hyperparams
 from svgx.divergence import all_finite
-from svgx.dynamics import make_dynamics
+from svgx.dynamics import jacobian_errors, make_dynamics
 from svgx.model import DynamicsModel, dynamics_model, one_step_errors
 from svgx.policy import GaussianPolicy, linear_policy, mlp_policy
 from svgx.replay import ReplayBuffer, Transition
@@ -99,6 +100,8 @@ STATISTICS_BATCH, STATISTICS_RATE = 1024, 0.05
 
 # The chunk-end diagnostics draw on jax.random.fold_in(state.key, DIAGNOSTICS_SALT).
 DIAGNOSTICS_SALT = 0x5D1A6
+# The model's Jacobian errors use at most this many of the diagnostics' model batch.
+JACOBIAN_BATCH = 32
 
 # Metrics of a chunk that are counters or the latest value (the rest are averaged).
 COUNTERS = (
@@ -553,9 +556,31 @@ def make_train(config: Config) -> Train:
             batch, _, returns = td_targets(state, hp, *jax.random.split(key), None)
         return critics.explained_variance(returns, critic_values(state.critic, batch))
 
+    def model_jacobian_errors(state: TrainState, key, batch: Transition):
+        """:func:`jacobian_errors` of the learned model against the simulator on the first
+        ``JACOBIAN_BATCH`` transitions of ``batch``, along ``u = ∇_{s'} V(s', t + 1)`` of the
+        online critic (the direction SVG(1) takes), or, without a ``V`` critic, a random
+        unit direction per transition (drawn from ``key``)."""
+        batch = jax.tree.map(lambda x: x[:JACOBIAN_BATCH], batch)
+        if algorithm.critic == "v":
+            direction = jax.vmap(jax.grad(state.critic))(batch.s_next, batch.t + 1)
+        else:
+            direction = jax.random.normal(key, batch.s_next.shape, batch.s_next.dtype)
+            direction /= jnp.linalg.norm(direction, axis=-1, keepdims=True)
+        return jacobian_errors(
+            make_dynamics("learned", env, state.model),
+            make_dynamics("simulator", env),
+            batch.s,
+            batch.a,
+            batch.s_next,
+            batch.noise,
+            direction,
+        )
+
     def learning_metrics(state: TrainState, hp):
         """Diagnostics at the end of a chunk, each on one fresh batch (README, "Metrics"):
-        the critic's explained variance, the model's one-step error, and the algorithm's
+        the critic's explained variance, the model's one-step and Jacobian errors (the
+        latter on at most ``JACOBIAN_BATCH`` of the same transitions), and the algorithm's
         own (:meth:`Algorithm.learning_metrics`). They draw on a key folded from the
         state's, which they do not advance: training is the same with or without them."""
         key_critic, key_model, key_algorithm = jax.random.split(
@@ -570,6 +595,7 @@ def make_train(config: Config) -> Train:
         if needs_model:
             batch = replay.sample(state.buffer, key_model, config.batch_size)
             metrics |= one_step_errors(state.model, batch.s, batch.a, batch.s_next)
+            metrics |= model_jacobian_errors(state, jax.random.fold_in(key_model, 1), batch)
         inputs = policy_inputs(state, hp, episodes)
         return metrics | algorithm.learning_metrics(state.policy, inputs, key=key_algorithm)
 
