@@ -47,7 +47,8 @@ class Row:
 
 def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row]:
     """The table's rows for run directories (sweep directories are expanded into their
-    groups and baselines)."""
+    groups and baselines; those without metrics yet, in a sweep still running, are left
+    out)."""
     from svgx import sweep
 
     found = []  # (run directory, the Config fields that tell it from its sweep's others)
@@ -57,12 +58,14 @@ def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row
             raise FileNotFoundError(f"{str(d)!r}: no such run or sweep directory")
         if sweep.is_sweep_dir(d):
             groups = sweep.group_dirs(d)
-            found.extend((g, _distinguishing(groups)) for g in groups)
+            found.extend((g, _distinguishing(groups), True) for g in groups)
         else:
-            found.append((d, ()))
+            found.append((d, (), False))
     result = []
-    for d, fields in found:
+    for d, fields, in_sweep in found:
         history = rundir.read_metrics(d)
+        if not history and in_sweep:  # a sweep still running: its finished part
+            continue
         if not history:
             raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
         result.extend(_rows(d, history, reference, fields))

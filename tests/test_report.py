@@ -137,3 +137,14 @@ def test_an_estimate_the_rate_cannot_support_is_unknown(tmp_path):
     (row,) = report.rows([tmp_path / "sac"])
     assert math.isnan(row.compile_s)
     assert "| unknown |" in report.markdown([row])
+
+
+def test_a_sweep_still_running_reports_its_finished_runs(tmp_path):
+    (tmp_path / "sweep.toml").write_text("# a sweep directory\n")
+    svgx_run(tmp_path / "g00", [[0], [1]], [[0], [1]], wall=[2, 3], compile_time=1.0)
+    running = tmp_path / "g01"
+    running.mkdir()
+    atomic_write_text(running / rundir.CONFIG, rundir.read_spec(tmp_path / "g00").to_json())
+    assert len(report.rows([tmp_path])) == 1
+    with pytest.raises(rundir.RunDirError, match="no metrics yet"):
+        report.rows([running])
