@@ -1,5 +1,5 @@
 """The ``svgx`` command: ``envs``, ``train``, ``resume``, ``sweep``, ``plot``, ``baseline``,
-``report``, ``diagnose``.
+``report``, ``diagnose``, ``ablate``.
 
 Every field of :class:`~svgx.config.Config` and :class:`~svgx.config.Hyperparams`
 is a flag of ``svgx train`` (``--policy-lr 1e-3 --n-envs 8 …``), and so is every
@@ -114,6 +114,17 @@ class SweepArgs:
     """the sweep file."""
     out: str | None = None
     """sweep directory (default: the file's name without .toml, next to it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AblateArgs:
+    """Fill a grid of gradient diagnoses (TOML file; see README, "Model-error ablations")
+    into a Markdown table and heat maps; re-running it skips finished cells."""
+
+    file: tyro.conf.Positional[str]
+    """the grid file."""
+    out: str | None = None
+    """output directory (default: the file's name without .toml, next to it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,6 +360,14 @@ def diagnose_command(args) -> None:
     print(result.to_json(config) if args.json else result.table(config))
 
 
+def ablate_command(args: AblateArgs) -> None:
+    from svgx import ablate
+
+    records = ablate.run_grid(args.file, args.out)
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.file).with_suffix("")
+    print(f"{out / ablate.TABLE} ({len(records)} cells)")
+
+
 def _diagnose_args():
     from svgx import diagnostics
 
@@ -386,6 +405,7 @@ def commands() -> dict[str, tuple[type, Callable]]:
         "baseline": (BaselineArgs, baseline_command),
         "report": (ReportArgs, report_command),
         "diagnose": (_diagnose_args(), diagnose_command),
+        "ablate": (AblateArgs, ablate_command),
     }
 
 

@@ -47,8 +47,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import envs
 from svgx import algorithms, critics, estimators, rollout
-from svgx.dynamics import JACOBIAN_SOURCES, Dynamics, Jacobians, make_dynamics
-from svgx.model import DynamicsModel, dynamics_model
+from svgx.dynamics import JACOBIAN_SOURCES, Dynamics, Jacobians, jacobian_errors, make_dynamics
+from svgx.model import DynamicsModel, dynamics_model, one_step_errors
 from svgx.policy import GaussianPolicy, linear_gaussian_params, linear_policy, mlp_policy
 from svgx.replay import Transition
 
@@ -210,10 +210,15 @@ class DiagnoseConfig:
             "batches",
             "reference_samples",
             "critic_hidden",
+            "critic_samples",
             "model_hidden",
+            "model_samples",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
+        for name in ("critic_steps", "model_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 0")
         if self.batches < 2:
             raise ValueError(f"batches={self.batches!r}: the variance needs >= 2")
         if not 0 < self.gamma <= 1:
@@ -454,17 +459,53 @@ def make_env(config: DiagnoseConfig):
     return env
 
 
-def diagnose(config: DiagnoseConfig) -> Diagnosis:
-    """Runs the diagnosis described in the module docstring."""
+class Keys(NamedTuple):
+    """The PRNG keys of one diagnosis, split from its ``seed``."""
+
+    policy: PRNGKeyArray  # make_policy (the initial MLP of tasks other than lqg)
+    reference: PRNGKeyArray  # reference_gradient (sampled tasks)
+    model: PRNGKeyArray  # fit_model
+    critic: PRNGKeyArray  # fit_critics
+    batches: PRNGKeyArray  # the independent batches of estimates
+
+    @staticmethod
+    def of(seed: int) -> Keys:
+        return Keys(*jax.random.split(jax.random.key(seed), 5))
+
+
+def diagnose(
+    config: DiagnoseConfig,
+    *,
+    policy: GaussianPolicy | None = None,
+    reference: tuple[Array, float] | None = None,
+    model: DynamicsModel | None = None,
+) -> Diagnosis:
+    """Runs the diagnosis described in the module docstring.
+
+    The keyword arguments let a caller diagnose another policy than
+    :func:`make_policy`'s (a trained one), or reuse the parts that several diagnoses
+    share (``svgx ablate``); each must be what this function would compute from
+    ``Keys.of(config.seed)``:
+
+    * ``policy``: the policy to diagnose (default: :func:`make_policy` with ``Keys.policy``);
+    * ``reference``: ``(∇θ J, relative standard error)`` of that policy, from
+      :func:`reference_gradient` with ``Keys.reference``;
+    * ``model``: with ``jacobians="learned"``, the model :func:`fit_model` fits with
+      ``Keys.model``.
+    """
     start = time.perf_counter()
     env = make_env(config)
-    key_policy, key_ref, key_model, key_critic, key_batches = jax.random.split(
-        jax.random.key(config.seed), 5
-    )
-    policy = make_policy(env, config, key_policy)
-    reference, reference_se = reference_gradient(env, policy, config, key_ref)
+    keys = Keys.of(config.seed)
+    if model is not None and config.jacobians != "learned":
+        raise ValueError(f"a model was given, but jacobians={config.jacobians!r}")
+    if policy is None:
+        policy = make_policy(env, config, keys.policy)
+    if reference is None:
+        reference = reference_gradient(env, policy, config, keys.reference)
+    reference, reference_se = reference
 
-    model = fit_model(env, policy, config, key_model) if config.jacobians == "learned" else None
+    if model is None and config.jacobians == "learned":
+        model = fit_model(env, policy, config, keys.model)
     dynamics = make_dynamics(config.jacobians, env, model)
     value = q = None
     if ESTIMATORS[config.estimator].reads_critic:
@@ -472,13 +513,44 @@ def diagnose(config: DiagnoseConfig) -> Diagnosis:
         if critic == "exact":
             value, q = exact_critics(env, policy, config)
         else:
-            value, q = fit_critics(env, policy, config, key_critic)
+            value, q = fit_critics(env, policy, config, keys.critic)
 
     one = eqx.filter_jit(
         lambda key: estimate(env, policy, config, key, dynamics=dynamics, value=value, q=q)
     )
-    grads = np.stack([np.asarray(one(k)) for k in jax.random.split(key_batches, config.batches)])
+    grads = np.stack([np.asarray(one(k)) for k in jax.random.split(keys.batches, config.batches)])
     return summarise(grads, np.asarray(reference), reference_se, time.perf_counter() - start)
+
+
+def model_errors(
+    env, model: DynamicsModel, data: Transition, key: PRNGKeyArray
+) -> dict[str, float]:
+    """How far a learned model is from the simulator on held-out real transitions
+    ``data`` (leaves ``[batch, …]``): its one-step error ``model_one_step_mse`` and
+    ``model_one_step_nll`` (:func:`svgx.model.one_step_errors`) and its Jacobian errors
+    ``jacobian_error_s``, ``jacobian_error_a`` and ``jacobian_cosine``
+    (:func:`svgx.dynamics.jacobian_errors`' ``jacobian_cosine_value``), the last along a
+    random unit direction ``u`` per transition (drawn from ``key``) rather than along
+    ``∇V``: a model's error must not depend on which estimator, with or without a
+    critic, uses it."""
+    direction = jax.random.normal(key, data.s_next.shape, data.s_next.dtype)
+    direction /= jnp.linalg.norm(direction, axis=-1, keepdims=True)
+
+    @eqx.filter_jit
+    def errors(model, data, direction):
+        return one_step_errors(model, data.s, data.a, data.s_next) | jacobian_errors(
+            make_dynamics("learned", env, model),
+            make_dynamics("simulator", env),
+            data.s,
+            data.a,
+            data.s_next,
+            data.noise,
+            direction,
+        )
+
+    values = {name: float(value) for name, value in errors(model, data, direction).items()}
+    values["jacobian_cosine"] = values.pop("jacobian_cosine_value")  # not along ∇V here
+    return values
 
 
 def summarise(

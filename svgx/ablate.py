@@ -1,0 +1,765 @@
+"""Model-error ablations: a grid of gradient diagnoses (:func:`svgx.diagnostics.diagnose`)
+written as a Markdown table and heat maps (README, "Model-error ablations").
+
+A grid file is TOML, like a sweep file (:mod:`svgx.sweep`): a list is an axis, a
+scalar a fixed value. Its keys are the fields of
+:class:`~svgx.diagnostics.DiagnoseConfig` (``env``, ``estimator``, ``k``,
+``jacobians``, ``model_hidden``, ``samples``, ``batches``, ``reference_samples``,
+``gamma``, ``critic_steps``, ``model_steps``, ``policy_std``, …, with its defaults)
+but ``model_samples`` and ``seed``, and these::
+
+    policy = "initial"        # or a run directory of `svgx train` (its checkpoint's policy)
+    policy_seed = 0           # which of that run's seeds
+    model_transitions = 10000 # on-policy transitions the model is fitted on
+    seeds = 1                 # diagnosis seeds (not an axis): seed, seed + 1, …
+    seed = 0
+
+    env = ["lqg", "cartpole"]
+    estimator = ["svg0", "svg1", "svgk", "svg_inf"]
+    k = [2, 5, 10]
+    jacobians = ["simulator", "learned"]
+    model_hidden = [5, 10, 20]
+    model_transitions = [1000, 10000, 100000]
+
+    [env_options]             # every task's options; a table named after a task is its own
+    noise_scale = 0.1
+    [env_options.hand]
+    horizon = 100
+
+An axis multiplies only the cells it applies to: ``k`` the ``svgk`` cells,
+``jacobians`` the estimators that use dynamics (an estimator without dynamics,
+such as ``svg0``, gets one cell with no Jacobian source; with ``jacobians =
+"learned"`` alone it is an error), ``model_hidden``, ``model_transitions`` and
+``model_steps`` the learned cells, ``policy_seed`` the run-directory policies,
+``policy_std`` the initial policy, ``critic`` the estimators that read a critic
+(and ``critic_hidden``, ``critic_samples``, ``critic_steps`` those with a fitted
+one), ``reference_samples`` the sampled references (not ``lqg``'s exact one).
+A cell's key in ``cells.jsonl`` holds the values that apply to it (``null`` for
+the others). A learned cell fits its model on ``ceil(model_transitions / T)``
+episodes of its task's horizon ``T``.
+
+Every cell is checked when the file is parsed, before anything runs: unknown keys,
+values of the wrong type, what :class:`~svgx.diagnostics.DiagnoseConfig` and the
+task reject (``k`` must divide the horizon), and policies from run directories
+(a run of the cell's task, with a checkpoint, that seed).
+
+A cell is its diagnosis repeated with ``seeds`` seeds. The parts that cells share
+for a seed (the policy, the reference gradient, a fitted model with its errors)
+are computed once per invocation. A learned cell also reports its model's error
+on 256 held-out on-policy transitions (:func:`svgx.diagnostics.model_errors`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+import math
+import pathlib
+import re
+import sys
+import time
+import tomllib
+import typing
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+from svgx import diagnostics, rollout, rundir
+from svgx.diagnostics import ESTIMATORS, DiagnoseConfig, Keys
+from svgx.io import atomic_write_bytes, atomic_write_text
+from svgx.policy import GaussianPolicy
+
+CELLS, TABLE = "cells.jsonl", "ablation.md"
+HELD_OUT_TRANSITIONS = 256
+# DiagnoseConfig fields a grid sets otherwise (model_transitions, seeds and seed).
+REPLACED = ("model_samples", "seed")
+KNOBS = tuple(f.name for f in dataclasses.fields(DiagnoseConfig) if f.name not in REPLACED)
+# Keys of a grid beyond DiagnoseConfig's fields, and their defaults.
+GRID_DEFAULTS = dict(policy="initial", policy_seed=0, model_transitions=10_000)
+COUNTS = dict(seeds=1, seed=0)  # integers, not axes
+AXES = (*KNOBS, *GRID_DEFAULTS)
+# What a heat map's rows and columns are; the rest of a cell picks its heat map.
+ROWS, COLUMNS, PER_MAP = ("estimator", "k"), ("jacobians", "model_hidden"), ("model_transitions",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One row of the ablation: a diagnosis repeated over ``seeds`` seeds.
+
+    Attributes:
+      fields: the grid's values that apply to the cell, ``None`` for those that do
+        not (its identity in ``cells.jsonl``).
+      config: the first seed's diagnosis (the others differ only in ``seed``).
+      seeds: diagnosis seeds, ``config.seed`` onwards.
+    """
+
+    fields: dict
+    config: DiagnoseConfig
+    seeds: int
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.fields, sort_keys=True)
+
+    @property
+    def policy(self) -> str:
+        return self.fields["policy"]
+
+    @property
+    def label(self) -> str:
+        """``env estimator [jacobians H=… N=…]`` for progress lines."""
+        f = self.fields
+        parts = [f["env"], estimator_label(f)]
+        if f["jacobians"]:
+            parts.append(f["jacobians"])
+        if f["jacobians"] == "learned":
+            parts += [f"H={f['model_hidden']}", f"N={f['model_transitions']}"]
+        if f["policy"] != "initial":
+            parts.append(f"policy {f['policy']} seed {f['policy_seed']}")
+        return " ".join(parts)
+
+
+def estimator_label(fields: dict) -> str:
+    return fields["estimator"] + (f" k={fields['k']}" if fields["k"] is not None else "")
+
+
+def depth_order(fields: dict) -> tuple:
+    """Sort key: SVG(0), SVG(1), SVG(k) by k, SVG(∞), then the others as registered."""
+    depth = {"svg0": 0, "svg1": 1, "svgk": fields["k"], "svg_inf": math.inf}
+    name = fields["estimator"]
+    if name in depth:
+        return (0, depth[name], 0)
+    return (1, math.inf, list(ESTIMATORS).index(name))
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def parse(text: str, where: str = "grid file") -> list[Cell]:
+    """The cells of a grid file's text, each checked (raises ValueError naming the key,
+    the value and what is allowed)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{where}: TOML syntax error: {error}") from None
+    if unknown := set(data) - set(AXES) - set(COUNTS):
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+            f"{', '.join(sorted((*AXES, *COUNTS)))}"
+        )
+    counts = {name: data.pop(name, default) for name, default in COUNTS.items()}
+    for name, value in counts.items():
+        if not _is_int(value) or value < (name == "seeds"):
+            raise ValueError(
+                f"{where}: {name} = {value!r}: must be an integer >= {int(name == 'seeds')}"
+            )
+    defaults = {f.name: f.default for f in dataclasses.fields(DiagnoseConfig) if f.name in KNOBS}
+    defaults |= {"env_options": {}, **GRID_DEFAULTS}
+    axes = {}
+    for name in AXES:
+        value = data.get(name, defaults[name])
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError(f"{where}: {name} = []: an axis needs at least one value")
+        for v in values:
+            _check_type(name, v, where)
+        axes[name] = values
+    for name in ("env", "estimator"):  # used before the cells are checked
+        for value in axes[name]:
+            try:
+                DiagnoseConfig(**{name: value})
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+    tasks = list(dict.fromkeys(axes["env"]))
+    for options in axes["env_options"]:
+        _check_env_options(options, tasks, where)
+
+    checked = _Checks(where)
+    cells: dict[str, Cell] = {}
+    for combo in itertools.product(*axes.values()):
+        fields = dict(zip(axes, combo, strict=True))
+        uses_dynamics = ESTIMATORS[fields["estimator"]].uses_dynamics
+        if not uses_dynamics and "simulator" in axes["jacobians"]:
+            fields["jacobians"] = "simulator"  # no Jacobian source; one cell, not one per source
+        fields["env_options"] = _task_options(fields["env_options"], fields["env"])
+        fields = applicable(fields)
+        if (key := json.dumps(fields, sort_keys=True)) in cells:
+            continue
+        cells[key] = checked.cell(fields, counts)
+    return list(cells.values())
+
+
+def applicable(fields: dict) -> dict:
+    """``fields`` with ``None`` for the keys that do not apply to the cell (module
+    docstring); the estimator's check of ``jacobians`` is left to DiagnoseConfig."""
+    estimator = ESTIMATORS[fields["estimator"]]
+    learned = estimator.uses_dynamics and fields["jacobians"] == "learned"
+    critic = fields["critic"] or ("exact" if fields["env"] == "lqg" else "fitted")
+    fitted_critic = estimator.reads_critic and critic == "fitted"
+    applies = dict(
+        k=fields["estimator"] == "svgk",
+        jacobians=estimator.uses_dynamics or fields["jacobians"] != "simulator",
+        model_hidden=learned,
+        model_transitions=learned,
+        model_steps=learned,
+        policy_seed=fields["policy"] != "initial",
+        policy_std=fields["policy"] == "initial",
+        critic=estimator.reads_critic,
+        critic_hidden=fitted_critic,
+        critic_samples=fitted_critic,
+        critic_steps=fitted_critic,
+        reference_samples=fields["env"] != "lqg",
+    )
+    return {name: (v if applies.get(name, True) else None) for name, v in fields.items()}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_HINTS = typing.get_type_hints(DiagnoseConfig)
+
+
+def _check_type(name: str, value, where: str) -> None:
+    """A grid value of the kind its key takes (the ranges are DiagnoseConfig's)."""
+    if value is None:  # a default (TOML has no null)
+        return
+    if name == "env_options":
+        ok, kind = isinstance(value, dict), "a table"
+    elif name == "policy":
+        ok, kind = isinstance(value, str), '"initial" or a run directory'
+    elif name in ("policy_seed", "model_transitions"):
+        ok, kind = (
+            _is_int(value) and value >= (name == "model_transitions"),
+            (f"an integer >= {int(name == 'model_transitions')}"),
+        )
+    elif int in typing.get_args(_HINTS[name]) or _HINTS[name] is int:
+        ok, kind = _is_int(value), "an integer"
+    elif _HINTS[name] is float:
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise ValueError(f"{where}: {name} = {value!r}: must be {kind}")
+
+
+def _check_env_options(options: dict, tasks: list[str], where: str) -> None:
+    for name, value in options.items():
+        if isinstance(value, dict) and name not in tasks:
+            valid = f"the grid's tasks ({', '.join(tasks)})"
+            raise ValueError(
+                f"{where}: env_options.{name}: a table of options, but {name!r} is not one of "
+                f"{valid}; a table named after a task holds its own options"
+            )
+        if name in tasks and not isinstance(value, dict):
+            raise ValueError(f"{where}: env_options.{name} = {value!r}: must be a table")
+
+
+def _task_options(options: dict, task: str) -> dict:
+    """The options of ``task``: every task's, then its own table's."""
+    common = {k: v for k, v in options.items() if not isinstance(v, dict)}
+    return dict(sorted({**common, **options.get(task, {})}.items()))
+
+
+class _Checks:
+    """Builds and checks cells, building each task and reading each run directory once."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.envs: dict[str, envs.Env] = {}
+        self.runs: dict[str, tuple[rundir.RunSpec, envs.Env]] = {}
+
+    def fail(self, message: str):
+        raise ValueError(f"{self.where}: {message}") from None
+
+    def cell(self, fields: dict, counts: dict) -> Cell:
+        knobs = {
+            name: value
+            for name, value in fields.items()
+            if name in KNOBS and value is not None and name != "jacobians"
+        }
+        try:
+            config = DiagnoseConfig(
+                **knobs,
+                jacobians=fields["jacobians"] or "simulator",
+                seed=counts["seed"],
+            )
+            env = self.env(config)
+        except ValueError as error:
+            hint = ""
+            if (
+                fields["jacobians"] == "learned"
+                and not ESTIMATORS[fields["estimator"]].uses_dynamics
+            ):
+                hint = ' (with "simulator" in jacobians it gets one cell, with no Jacobian source)'
+            self.fail(f"{_describe(fields)}: {error}{hint}")
+        if fields["jacobians"] == "learned":
+            config = dataclasses.replace(
+                config, model_samples=-(-fields["model_transitions"] // env.horizon)
+            )
+        if fields["policy"] != "initial":
+            self.check_run(fields, env)
+        return Cell(fields, config, counts["seeds"])
+
+    def env(self, config: DiagnoseConfig) -> envs.Env:
+        """``diagnostics.make_env(config)``, once per task, options, horizon and depth."""
+        key = json.dumps([config.env, config.env_options, config.horizon, config.depth])
+        if key not in self.envs:
+            self.envs[key] = diagnostics.make_env(config)
+        return self.envs[key]
+
+    def check_run(self, fields: dict, env: envs.Env) -> None:
+        """A run directory's policy fits the cell: its task, its sizes, that seed."""
+        path = fields["policy"]
+        if path not in self.runs:
+            try:
+                self.runs[path] = rundir.read_spec(path), None
+            except ValueError as error:
+                self.fail(f'policy = {path!r}: "initial" or a run directory of svgx train: {error}')
+        spec, run_env = self.runs[path]
+        if spec.config.env != fields["env"]:
+            self.fail(
+                f"policy = {path!r}: a run of task {spec.config.env!r}, "
+                f"but the cell's task is {fields['env']!r}"
+            )
+        if not fields["policy_seed"] < spec.seeds:
+            self.fail(
+                f"policy_seed = {fields['policy_seed']}: the run {path!r} has seeds "
+                f"0..{spec.seeds - 1}"
+            )
+        if run_env is None:
+            if not (pathlib.Path(path) / rundir.CHECKPOINT).is_file():
+                self.fail(f"policy = {path!r}: the run has no checkpoint yet")
+            run_env = spec.config.make_env()
+            self.runs[path] = spec, run_env
+        sizes = lambda e: (e.state_size, e.observation_size, e.action_size)  # noqa: E731
+        if sizes(run_env) != sizes(env):
+            self.fail(
+                f"policy = {path!r}: the run's task {spec.config.env!r} has (state, observation, "
+                f"action) sizes {sizes(run_env)}, the cell's {sizes(env)} "
+                f"(env_options {fields['env_options']})"
+            )
+        if env.name == "lqg" and not spec.config.linear_policy:
+            self.fail(
+                f"policy = {path!r}: an MLP policy, but lqg's exact reference gradient and "
+                "critics need a linear policy (train with linear_policy=True)"
+            )
+
+
+def _describe(fields: dict) -> str:
+    shown = ("env", "estimator", "k", "jacobians", "model_hidden", "model_transitions", "horizon")
+    return "cell " + ", ".join(f"{k}={fields[k]!r}" for k in shown if fields[k] is not None)
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+def load_policy(path: str | pathlib.Path, seed: int = 0) -> GaussianPolicy:
+    """Seed ``seed``'s policy in the checkpoint of the ``svgx train`` run in ``path``
+    (in the default float precision)."""
+    from svgx import runner
+
+    spec = rundir.read_spec(path)
+    with jax.enable_x64(spec.config.float64):
+        state, _ = rundir.load_checkpoint(path, runner.state_shape(spec))
+    dtype = jnp.zeros(()).dtype
+
+    def pick(x):
+        x = np.asarray(x[seed])
+        return jnp.asarray(x, dtype if np.issubdtype(x.dtype, np.floating) else x.dtype)
+
+    return jax.tree.map(lambda x: pick(x) if eqx.is_array(x) else x, state.policy)
+
+
+class _Shared:
+    """What cells share for a seed, computed once per invocation: the task, the policy,
+    the reference gradient, and a fitted model with its errors."""
+
+    def __init__(self):
+        self.memo: dict = {}
+
+    def get(self, key, make: Callable):
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
+    def parts(self, cell: Cell, config: DiagnoseConfig) -> dict:
+        env_key = (config.env, json.dumps(config.env_options, sort_keys=True), config.horizon)
+        env = self.get(("env", env_key), lambda: diagnostics.make_env(config))
+        keys = Keys.of(config.seed)
+        if cell.policy == "initial":
+            policy_key = ("initial", env_key, config.policy_std, config.gamma, config.seed)
+            make = lambda: diagnostics.make_policy(env, config, keys.policy)  # noqa: E731
+        else:
+            policy_key = ("run", cell.policy, cell.fields["policy_seed"])
+            make = lambda: load_policy(cell.policy, cell.fields["policy_seed"])  # noqa: E731
+        policy = self.get(policy_key, make)
+        sampling = (config.gamma, config.samples, config.reference_samples, config.seed)
+        reference = self.get(
+            ("reference", policy_key, env_key, *sampling),
+            lambda: diagnostics.reference_gradient(env, policy, config, keys.reference),
+        )
+        parts = dict(env=env, policy=policy, reference=reference)
+        if config.jacobians == "learned":
+            model_key = (policy_key, env_key, config.model_hidden, config.model_samples)
+            parts["model"], parts["model_errors"] = self.get(
+                ("model", *model_key, config.model_steps, config.seed),
+                lambda: fit_and_measure(env, policy, config, keys.model),
+            )
+        return parts
+
+
+def fit_and_measure(env, policy, config: DiagnoseConfig, key) -> tuple:
+    """The model :func:`diagnostics.fit_model` fits with ``key``, and its errors on
+    ``HELD_OUT_TRANSITIONS`` fresh on-policy transitions."""
+    model = diagnostics.fit_model(env, policy, config, key)
+    key_data, key_direction = jax.random.split(jax.random.fold_in(key, 1))
+    episodes = -(-HELD_OUT_TRANSITIONS // env.horizon)
+    data = rollout.per_step(rollout.episodes(env, policy, key_data, episodes))
+    data = jax.tree.map(lambda x: x[:HELD_OUT_TRANSITIONS], data)
+    return model, diagnostics.model_errors(env, model, data, key_direction)
+
+
+def run_cell(cell: Cell, shared: _Shared | None = None) -> dict:
+    """The cell's diagnosis for each of its seeds, and their summary (one JSON record)."""
+    shared = shared or _Shared()
+    start = time.perf_counter()
+    per_seed = []
+    for seed in range(cell.config.seed, cell.config.seed + cell.seeds):
+        config = dataclasses.replace(cell.config, seed=seed)
+        parts = shared.parts(cell, config)
+        try:
+            diagnosis = diagnostics.diagnose(
+                config,
+                policy=parts["policy"],
+                reference=parts["reference"],
+                model=parts.get("model"),
+            )
+        except FloatingPointError as error:  # recorded: the rest of the grid still runs
+            per_seed.append({"seed": seed, "error": str(error)})
+            continue
+        per_seed.append(
+            {"seed": seed, **dataclasses.asdict(diagnosis), **parts.get("model_errors", {})}
+        )
+    learned = cell.fields["jacobians"] == "learned"
+    return _finite(
+        dict(
+            cell=cell.fields,
+            horizon=parts["env"].horizon,
+            model_samples=cell.config.model_samples if learned else None,
+            **summarise(per_seed),
+            seconds=time.perf_counter() - start,
+            per_seed=per_seed,
+        )
+    )
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """A cell's statistics over its seeds (README, "Model-error ablations"):
+
+    * ``cosine``, ``cosine_spread``: the mean and standard deviation over seeds of a
+      seed's mean cosine between a batch's estimate and the reference (spread
+      ``None`` with one seed);
+    * ``cosine_of_mean``, ``relative_bias``, ``bias_standard_error``,
+      ``relative_variance``, ``reference_standard_error``: means over seeds of the
+      per-seed values of :class:`~svgx.diagnostics.Diagnosis` (``bias_standard_error``
+      is the Monte-Carlo noise floor of a seed's relative bias: an unbiased estimator
+      reads ``relative_bias ≈ bias_standard_error``);
+    * learned cells: the means over seeds of each seed's model's errors;
+    * ``nonfinite_seeds``: seeds whose estimate was not finite, left out of the rest
+      (all ``None`` when every seed's was not).
+    """
+    failed = sum("error" in s for s in per_seed)
+    per_seed = [s for s in per_seed if "error" not in s]
+    if not per_seed:
+        return dict(cosine=None, cosine_spread=None, nonfinite_seeds=failed)
+    cosines = np.array([s["cosine"] for s in per_seed])
+    names = (
+        "cosine_of_mean",
+        "relative_bias",
+        "bias_standard_error",
+        "relative_variance",
+        "reference_standard_error",
+        "model_one_step_mse",
+        "model_one_step_nll",
+        "jacobian_error_s",
+        "jacobian_error_a",
+        "jacobian_cosine",
+    )
+    return dict(
+        cosine=float(cosines.mean()),
+        cosine_spread=float(cosines.std(ddof=1)) if len(cosines) > 1 else None,
+        **{
+            name: float(np.mean([s[name] for s in per_seed]))
+            for name in names
+            if name in per_seed[0]
+        },
+        nonfinite_seeds=failed,
+    )
+
+
+def _finite(tree):
+    """JSON has no NaN or infinity: ``None`` stands for them (as in metrics.jsonl)."""
+    if isinstance(tree, dict):
+        return {k: _finite(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_finite(v) for v in tree]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree
+
+
+def read_cells(out: str | pathlib.Path) -> dict[str, dict]:
+    """The finished cells in ``out/cells.jsonl``, by their key."""
+    file = pathlib.Path(out) / CELLS
+    if not file.is_file():
+        return {}
+    records = {}
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{file}:{number}: not a JSON line; delete it to recompute") from None
+        records[json.dumps(record["cell"], sort_keys=True)] = record
+    return records
+
+
+def _append(file: pathlib.Path, record: dict) -> None:
+    """Adds one line to ``file``, writing the whole file anew (write-then-rename)."""
+    text = file.read_text() if file.is_file() else ""
+    atomic_write_text(file, text + json.dumps(record) + "\n")
+
+
+def run_grid(
+    file: str | pathlib.Path,
+    out: str | pathlib.Path | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Runs the grid in ``file`` into ``out`` (default: the file's path without
+    ``.toml``), skipping the cells that ``out/cells.jsonl`` holds; then writes
+    ``out/ablation.md`` and the heat maps. Returns the grid's records, in its order."""
+    path = pathlib.Path(file)
+    if not path.is_file():
+        raise FileNotFoundError(f"grid file {str(file)!r}: no such file")
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    cells = parse(path.read_text(), str(path))
+    out = pathlib.Path(out) if out else path.with_suffix("")
+    done = read_cells(out)
+    shared = _Shared()
+    for index, cell in enumerate(cells, 1):
+        if cell.key in done:
+            continue
+        record = run_cell(cell, shared)
+        _append(out / CELLS, record)
+        done[cell.key] = record
+        failed = record["nonfinite_seeds"]
+        failed = f", {failed} seed(s) non-finite" if failed else ""
+        progress(
+            f"[{index}/{len(cells)}] {cell.label}: cosine {_cosine(record['cosine'])} "
+            f"({record['seconds']:.1f} s{failed})"
+        )
+    records = [done[cell.key] for cell in cells]
+    atomic_write_text(out / TABLE, markdown(records))
+    for name, figure in heat_maps(records).items():
+        atomic_write_bytes(out / name, figure)
+    return records
+
+
+# --- the table and the heat maps ---------------------------------------------------------
+
+
+def _number(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def _cosine(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _columns(records: list[dict]) -> list[str]:
+    """The cell fields shown as columns: the rows' own, and any other that varies."""
+    fixed = ("env", "policy", "policy_seed", "estimator", "k", "jacobians", "model_hidden")
+    fixed += ("model_transitions",)
+    varying = [
+        name
+        for name in records[0]["cell"]
+        if name not in fixed and len({json.dumps(r["cell"][name]) for r in records} - {"null"}) > 1
+    ]
+    return ["policy", "estimator", "jacobians", "model_hidden", "model_transitions", *varying]
+
+
+def _row_order(record: dict) -> tuple:
+    cell = record["cell"]
+    return (
+        depth_order(cell),
+        cell["jacobians"] == "learned",
+        cell["model_hidden"] or 0,
+        cell["model_transitions"] or 0,
+    )
+
+
+HEADERS = dict(
+    policy="policy",
+    estimator="estimator",
+    jacobians="Jacobians",
+    model_hidden="width",
+    model_transitions="transitions",
+)
+
+
+def markdown(records: list[dict]) -> str:
+    """One table per task: a row per cell, the columns of README, "Model-error ablations"."""
+    lines = ["# Gradient-quality ablation", ""]
+    lines.append(
+        "cosine: mean over seeds of the mean cosine between a batch's estimate and the "
+        "reference gradient (± its standard deviation over seeds); rel. bias: "
+        "|mean estimate − reference| / |reference| (± its Monte-Carlo standard error); "
+        "rel. variance: Σ_i Var(estimate_i) / |reference|²; model columns (learned "
+        f"Jacobians): on {HELD_OUT_TRANSITIONS} held-out on-policy transitions, the relative "
+        "Frobenius errors of ∂f̂/∂s and ∂f̂/∂a and the one-step MSE of the mean prediction."
+    )
+    for task in dict.fromkeys(r["cell"]["env"] for r in records):
+        rows = sorted((r for r in records if r["cell"]["env"] == task), key=_row_order)
+        columns = _columns(rows)
+        first = rows[0]
+        sizes = f"{first['cell']['samples']} episodes x {first['cell']['batches']} batches"
+        seeds = len(first["per_seed"])
+        lines += ["", f"## {task}", ""]
+        lines.append(
+            f"horizon {first['horizon']}, env_options {json.dumps(first['cell']['env_options'])}"
+            f", {sizes} per estimate, {seeds} seed{'s' * (seeds > 1)}"
+        )
+        lines.append("")
+        names = [HEADERS.get(c, c) for c in columns]
+        names += ["cosine", "cos. of mean", "rel. bias", "rel. variance"]
+        names += ["Jacobian error s", "Jacobian error a", "model MSE", "seconds"]
+        lines.append("| " + " | ".join(names) + " |")
+        lines.append("|" + "---|" * len(names))
+        for r in rows:
+            cell = r["cell"]
+            values = []
+            for c in columns:
+                if c == "estimator":
+                    values.append(estimator_label(cell))
+                elif c == "jacobians":
+                    values.append(cell["jacobians"] or "none")
+                elif c == "policy" and cell["policy"] != "initial":
+                    values.append(f"{cell['policy']} (seed {cell['policy_seed']})")
+                else:
+                    values.append("—" if cell[c] is None else str(cell[c]))
+            spread = "" if r["cosine_spread"] is None else f" ± {r['cosine_spread']:.2g}"
+            if r["nonfinite_seeds"]:
+                spread += f" ({r['nonfinite_seeds']} seed(s) non-finite)"
+            values += [
+                _cosine(r["cosine"]) + spread,
+                _cosine(r.get("cosine_of_mean")),
+                f"{_number(r.get('relative_bias'))} ± {_number(r.get('bias_standard_error'), 2)}",
+                _number(r.get("relative_variance")),
+                _number(r.get("jacobian_error_s")),
+                _number(r.get("jacobian_error_a")),
+                _number(r.get("model_one_step_mse")),
+                f"{r['seconds']:.1f}",
+            ]
+            lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _group(cell: dict) -> dict:
+    """What picks a cell's heat map: all but its row, its column and its model data."""
+    return {k: v for k, v in cell.items() if k not in (*ROWS, *COLUMNS, *PER_MAP)}
+
+
+def _covers(wide: dict, narrow: dict) -> bool:
+    """``wide`` agrees with every value ``narrow`` has (``None``: not applicable)."""
+    return all(v is None or wide[k] == v for k, v in narrow.items())
+
+
+def _policy_label(group: dict, sep: str = " seed ") -> str:
+    return group["policy"] + (
+        "" if group["policy"] == "initial" else f"{sep}{group['policy_seed']}"
+    )
+
+
+def heat_maps(records: list[dict]) -> dict[str, bytes]:
+    """PNG heat maps by file name, one per task, policy and model data (and any other
+    value that varies): depth × Jacobian source (the simulator, then each model width),
+    coloured by cosine, with the values written in. A cell to which a value does not
+    apply (a simulator cell and the model data) is in every map of the other values."""
+    groups = {json.dumps(_group(r["cell"]), sort_keys=True): _group(r["cell"]) for r in records}
+    groups = [
+        g for g in groups.values() if not any(h != g and _covers(h, g) for h in groups.values())
+    ]
+    figures = {}
+    for group in groups:
+        members = [r for r in records if _covers(group, _group(r["cell"]))]
+        others = [g for g in groups if g["env"] == group["env"] and g != group]
+        varying = [
+            k
+            for k in group
+            if k not in ("env", "policy", "policy_seed") and any(g[k] != group[k] for g in others)
+        ]
+        amounts = sorted({r["cell"]["model_transitions"] for r in members} - {None}) or [None]
+        for amount in amounts:
+            chosen = [r for r in members if r["cell"]["model_transitions"] in (None, amount)]
+            parts = [
+                group["env"],
+                _policy_label(group, "-seed"),
+                *(f"{k}{group[k]}" for k in varying),
+            ]
+            parts.append("simulator" if amount is None else f"n{amount}")
+            name = re.sub(r"[^A-Za-z0-9.=_-]+", "_", "-".join(["heatmap", *parts])) + ".png"
+            title = f"{group['env']}: cosine to the reference\npolicy {_policy_label(group)}"
+            title += "" if amount is None else f", model fitted on {amount} transitions"
+            title += "".join(f", {k}={group[k]}" for k in varying)
+            figures[name] = _heat_map(chosen, title)
+    return figures
+
+
+def _heat_map(records: list[dict], title: str) -> bytes:
+    """Rows: the estimators by depth; columns: the simulator (or no Jacobian source),
+    then the learned models by width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {(r["cell"]["estimator"], r["cell"]["k"]): r["cell"] for r in records}
+    rows = sorted(rows, key=lambda row: depth_order(rows[row]))
+    widths = sorted({r["cell"]["model_hidden"] for r in records} - {None})
+    columns = [None, *widths]
+    cosine = np.full((len(rows), len(columns)), np.nan)
+    for r in records:
+        cell = r["cell"]
+        width = cell["model_hidden"] if cell["jacobians"] == "learned" else None
+        value = np.nan if r["cosine"] is None else r["cosine"]
+        cosine[rows.index((cell["estimator"], cell["k"])), columns.index(width)] = value
+    # From the lowest cosine (down to a tenth) to 1, so that 0.98 and 1 differ in colour.
+    low = math.floor(10 * np.nanmin(cosine)) / 10 if np.isfinite(cosine).any() else 0.0
+    low = min(low, 0.9)
+    size = (1.6 + 1.2 * len(columns), 1.2 + 0.55 * len(rows))
+    fig, ax = plt.subplots(figsize=size, dpi=120)
+    image = ax.imshow(
+        np.ma.masked_invalid(cosine), cmap="viridis", vmin=low, vmax=1.0, aspect="auto"
+    )
+    for (i, j), value in np.ndenumerate(cosine):
+        if np.isfinite(value):
+            colour = "black" if value > low + 0.6 * (1 - low) else "white"
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color=colour, fontsize=9)
+    ax.set_xticks(
+        range(len(columns)), ["simulator\n(or none)", *(f"learned\nH={w}" for w in widths)]
+    )
+    ax.set_yticks(range(len(rows)), [estimator_label(dict(estimator=e, k=k)) for e, k in rows])
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="cosine")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,319 @@
+"""The gradient-quality ablation grid (:mod:`svgx.ablate`, ``svgx ablate``; README,
+"Model-error ablations"): how a grid file expands into cells, its errors at parse
+time, a tiny grid on ``lqg`` end to end (with the tolerance of
+tests/test_diagnostics.py: with simulator Jacobians and the exact critic, SVG(1)'s
+cosine of the mean estimate to the exact gradient is ≥ 0.99), resuming, and
+policies from ``svgx train`` run directories."""
+
+import dataclasses
+import json
+import math
+import shutil
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+from small import TINY_LQG
+
+import envs
+from svgx import ablate, cli, diagnostics, rundir, runner
+from svgx.config import Config, Hyperparams
+from svgx.policy import linear_gaussian_params
+
+# Two depths x (the simulator + two model widths), 2 seeds, tiny sizes: 6 cells.
+TINY_GRID = """
+env = "lqg"
+horizon = 10
+estimator = ["svg1", "svgk"]
+k = 5
+jacobians = ["simulator", "learned"]
+model_hidden = [5, 10]
+model_transitions = 200
+model_steps = 200
+samples = 16
+batches = 4
+seeds = 2
+"""
+
+
+def cells_of(text):
+    return ablate.parse(text, "test grid")
+
+
+def test_axes_multiply_only_the_cells_they_apply_to():
+    cells = cells_of(
+        """
+        env = ["lqg", "cartpole"]
+        estimator = ["svg0", "svg1", "svgk", "svg_inf"]
+        k = [2, 5]
+        jacobians = ["simulator", "learned"]
+        model_hidden = [5, 10]
+        model_transitions = [100, 1000]
+        [env_options.cartpole]
+        horizon = 20
+        """
+    )
+    # Per task: svg0 once (no Jacobian source); svg1 and svg_inf: the simulator + 2 widths
+    # x 2 amounts of data = 5; svgk: 5 per k.
+    assert len(cells) == 2 * (1 + 5 + 2 * 5 + 5)
+    for cell in cells:
+        fields = cell.fields
+        assert (fields["k"] is not None) == (fields["estimator"] == "svgk")
+        assert (fields["jacobians"] is None) == (fields["estimator"] == "svg0")
+        learned = fields["jacobians"] == "learned"
+        for name in ("model_hidden", "model_transitions", "model_steps"):
+            assert (fields[name] is not None) == learned, fields
+        # lqg's reference is exact: its sample count does not apply.
+        assert (fields["reference_samples"] is None) == (fields["env"] == "lqg")
+        # The per-task table cuts cart-pole to 20 steps and leaves lqg alone (50 steps).
+        horizon = 20 if fields["env"] == "cartpole" else 50
+        assert fields["env_options"] == ({"horizon": 20} if fields["env"] == "cartpole" else {})
+        if learned:
+            assert cell.config.model_samples == math.ceil(fields["model_transitions"] / horizon)
+    assert len({cell.key for cell in cells}) == len(cells)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("depth = [0, 1]", r"unknown key\(s\) depth; valid: .*estimator"),
+        ('estimator = ["svg1", "svg2"]', r"unknown estimator 'svg2'; valid: svg0, svg1"),
+        ('estimator = "svg0"\njacobians = "learned"', r"'svg0' uses no dynamics.*simulator"),
+        ('estimator = "svgk"\nk = [2, 3]\nhorizon = 10', r"k=3 must divide the horizon \(10\)"),
+        ('samples = "16"', r"samples = '16': must be an integer"),
+        ("model_transitions = 0", r"model_transitions = 0: must be an integer >= 1"),
+        ("gamma = [0.9, 1.5]", r"gamma=1\.5: must be in \(0, 1\]"),
+        ('env = ["lqg", "pendulum"]', r"unknown env 'pendulum'; valid names: hand"),
+        ("seeds = 0", r"seeds = 0: must be an integer >= 1"),
+        ("[env_options.hand]\nhorizon = 100", r"env_options\.hand: .* not one of .*\(lqg\)"),
+        ("[env_options]\nsize = 3", r"unknown override\(s\) size for env 'lqg'; valid fields"),
+        ('policy = "no/such/run"', r"policy = 'no/such/run': .*not a run directory"),
+        ("estimator = 1", r"estimator = 1: must be a string"),
+        ("samples = [", r"TOML syntax error"),
+    ],
+)
+def test_bad_grids_fail_at_parse_time_naming_the_key_and_the_value(text, message):
+    with pytest.raises(ValueError, match=message):
+        cells_of(text)
+
+
+def test_a_bad_grid_writes_nothing(tmp_path):
+    grid = tmp_path / "bad.toml"
+    grid.write_text(TINY_GRID + "\nmodel_steps = -1\n")  # TOML: a key given twice
+    with pytest.raises(ValueError, match="TOML syntax error"):
+        ablate.run_grid(grid)
+    grid.write_text(TINY_GRID.replace("model_steps = 200", "model_steps = -1"))
+    with pytest.raises(ValueError, match=r"model_steps=-1: must be >= 0"):
+        ablate.run_grid(grid)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny grid, run once: ``(grid file, output directory, records)``."""
+    directory = tmp_path_factory.mktemp("ablate")
+    grid = directory / "tiny.toml"
+    grid.write_text(TINY_GRID)
+    records = ablate.run_grid(grid, progress=lambda line: None)
+    return grid, directory / "tiny", records
+
+
+def test_a_tiny_lqg_grid_fills_its_table_and_heat_map(tiny):
+    grid, out, records = tiny
+    cells = cells_of(grid.read_text())
+    assert len(records) == len(cells) == 6
+    lines = (out / ablate.CELLS).read_text().splitlines()
+    assert [json.loads(line)["cell"] for line in lines] == [cell.fields for cell in cells]
+    table = (out / ablate.TABLE).read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| initial |")]
+    assert len(rows) == 6
+    assert (out / "heatmap-lqg-initial-n200.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    for record in records:
+        cell, per_seed = record["cell"], record["per_seed"]
+        assert [s["seed"] for s in per_seed] == [0, 1]
+        assert record["cosine"] == pytest.approx(np.mean([s["cosine"] for s in per_seed]))
+        # One exact reference per seed, whatever the estimator.
+        assert per_seed[0]["reference_standard_error"] == 0.0
+        if cell["jacobians"] == "simulator":
+            # Unbiased with the simulator's Jacobians and the exact critic.
+            assert all(s["cosine_of_mean"] >= 0.99 for s in per_seed), record
+            assert record["cosine"] >= 0.95, record
+            assert "jacobian_error_s" not in record and record["model_samples"] is None
+        else:
+            assert record["model_samples"] == 20  # 200 transitions of 10 steps
+            for name in ("jacobian_error_s", "jacobian_error_a", "model_one_step_mse"):
+                assert 0 < record[name] < math.inf, record
+    # lqg's reference is exact: the same gradient for every cell and seed.
+    norms = [s["reference_norm"] for r in records for s in r["per_seed"]]
+    assert norms == pytest.approx([norms[0]] * len(norms), rel=1e-6)
+    # Cells with the same model (seed, width, data) report the same model errors.
+    learned = [r for r in records if r["cell"]["jacobians"] == "learned"]
+    by_width = {}
+    for r in learned:
+        errors = [s["jacobian_error_a"] for s in r["per_seed"]]
+        by_width.setdefault(r["cell"]["model_hidden"], []).append(errors)
+    assert all(len(v) == 2 and v[0] == v[1] for v in by_width.values()), by_width
+
+
+def count_diagnoses(monkeypatch):
+    calls = []
+    diagnose = diagnostics.diagnose
+
+    def counted(config, **kwargs):
+        calls.append(config)
+        return diagnose(config, **kwargs)
+
+    monkeypatch.setattr(diagnostics, "diagnose", counted)
+    return calls
+
+
+def test_rerunning_skips_finished_cells_and_recomputes_only_an_unfinished_one(
+    tiny, tmp_path, monkeypatch
+):
+    grid, finished, _ = tiny
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    before = (out / ablate.CELLS).read_bytes()
+    calls = count_diagnoses(monkeypatch)
+    ablate.run_grid(grid, out, progress=lambda line: None)
+    assert calls == [] and (out / ablate.CELLS).read_bytes() == before
+
+    # An interrupted grid: the last cell never finished.
+    lines = before.decode().splitlines(keepends=True)
+    (out / ablate.CELLS).write_text("".join(lines[:-1]))
+    records = ablate.run_grid(grid, out, progress=lambda line: None)
+    assert len(calls) == 2  # that cell's two seeds, nothing else
+    assert {c.seed for c in calls} == {0, 1}
+    after = (out / ablate.CELLS).read_text().splitlines(keepends=True)
+    assert after[:-1] == lines[:-1]
+    assert json.loads(after[-1])["cell"] == json.loads(lines[-1])["cell"]
+    assert len(records) == 6
+
+
+def test_a_seed_whose_estimate_is_not_finite_is_recorded_and_the_grid_goes_on(
+    tiny, tmp_path, monkeypatch
+):
+    grid, finished, _ = tiny
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    lines = (out / ablate.CELLS).read_text().splitlines(keepends=True)
+    (out / ablate.CELLS).write_text("".join(lines[:-1]))
+    diagnose = diagnostics.diagnose
+
+    def fails_for_seed_1(config, **kwargs):
+        if config.seed == 1:
+            raise FloatingPointError("a gradient estimate is not finite")
+        return diagnose(config, **kwargs)
+
+    monkeypatch.setattr(diagnostics, "diagnose", fails_for_seed_1)
+    record = ablate.run_grid(grid, out, progress=lambda line: None)[-1]
+    assert record["nonfinite_seeds"] == 1 and record["cosine_spread"] is None
+    assert record["per_seed"][1] == {"seed": 1, "error": "a gradient estimate is not finite"}
+    assert record["cosine"] == record["per_seed"][0]["cosine"]
+    assert "(1 seed(s) non-finite)" in (out / ablate.TABLE).read_text()
+
+
+def test_ablate_command(tiny, capsys):
+    grid, out, _ = tiny
+    cli.main(["ablate", str(grid), "--out", str(out)])  # finished: nothing to compute
+    assert str(out / ablate.TABLE) in capsys.readouterr().out
+    bad = out.parent / "bad.toml"
+    bad.write_text('estimator = "svg9"\n')
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ablate", str(bad)])
+    assert exit_.value.code == 2
+    assert "unknown estimator 'svg9'" in capsys.readouterr().err
+
+
+def test_held_out_model_errors_fall_as_the_model_learns():
+    config = diagnostics.DiagnoseConfig(
+        env="lqg", horizon=10, jacobians="learned", model_hidden=10, model_samples=50
+    )
+    env = diagnostics.make_env(config)
+    keys = diagnostics.Keys.of(0)
+    policy = diagnostics.make_policy(env, config, keys.policy)
+    errors = {
+        steps: ablate.fit_and_measure(
+            env, policy, dataclasses.replace(config, model_steps=steps), keys.model
+        )[1]
+        for steps in (0, 3000)
+    }
+    # Measured: MSE 0.77 -> 0.40, Jacobian error (state) 1.05 -> 0.76.
+    assert errors[3000]["model_one_step_mse"] < 0.75 * errors[0]["model_one_step_mse"], errors
+    assert errors[3000]["jacobian_error_s"] < 0.9 * errors[0]["jacobian_error_s"], errors
+
+
+def test_diagnose_with_its_parts_given_equals_diagnose_computing_them():
+    config = diagnostics.DiagnoseConfig(
+        env="lqg", estimator="svg1", jacobians="learned", horizon=10, samples=16, batches=2,
+        model_samples=4, model_steps=50, seed=3,
+    )  # fmt: skip
+    env = diagnostics.make_env(config)
+    keys = diagnostics.Keys.of(config.seed)
+    policy = diagnostics.make_policy(env, config, keys.policy)
+    given = diagnostics.diagnose(
+        config,
+        policy=policy,
+        reference=diagnostics.reference_gradient(env, policy, config, keys.reference),
+        model=diagnostics.fit_model(env, policy, config, keys.model),
+    )
+    computed = diagnostics.diagnose(config)
+    for name in ("cosine", "relative_bias", "variance", "reference_norm"):
+        assert getattr(given, name) == pytest.approx(getattr(computed, name), rel=1e-5), name
+
+
+def exact_gradient_norm(policy, horizon):
+    env = envs.make("lqg", horizon=horizon)
+    grad = eqx.filter_grad(lambda p: env.exact_return(*linear_gaussian_params(p)))(policy)
+    return float(np.linalg.norm(diagnostics.flatten(grad)))
+
+
+def test_a_policy_from_a_training_run_is_diagnosed(tmp_path):
+    run = tmp_path / "run"
+    config = Config(algo="svg1_er", iterations=4, chunks=2, **TINY_LQG)
+    spec = rundir.RunSpec(config, Hyperparams(), seeds=2, seed=0)
+    runner.run_in_dir(run, spec, progress=lambda line: None)
+    grid = tmp_path / "trained.toml"
+    grid.write_text(
+        f"""
+        env = "lqg"
+        horizon = 10
+        estimator = "svg1"
+        policy = ["initial", "{run}"]
+        policy_seed = [0, 1]
+        samples = 16
+        batches = 4
+        """
+    )
+    records = ablate.run_grid(grid, progress=lambda line: None)
+    assert [(r["cell"]["policy"], r["cell"]["policy_seed"]) for r in records] == [
+        ("initial", None),
+        (str(run), 0),
+        (str(run), 1),
+    ]
+    state, _ = rundir.load_checkpoint(run, runner.state_shape(spec))
+    norms = []
+    for record in records[1:]:
+        seed = record["cell"]["policy_seed"]
+        policy = jax.tree.map(lambda x, i=seed: x[i] if eqx.is_array(x) else x, state.policy)
+        (diagnosis,) = record["per_seed"]
+        expected = exact_gradient_norm(policy, horizon=10)
+        assert diagnosis["reference_norm"] == pytest.approx(expected, rel=1e-4)
+        assert diagnosis["cosine_of_mean"] >= 0.99, record
+        norms.append(expected)
+    initial = records[0]["per_seed"][0]["reference_norm"]
+    assert not np.isclose(initial, norms[0], rtol=1e-3)  # not the initial policy's gradient
+    assert "(seed 1)" in (tmp_path / "trained" / ablate.TABLE).read_text()
+
+
+def test_a_policy_from_a_run_of_another_task_is_an_error_naming_both(tmp_path):
+    run = tmp_path / "cartpole_run"
+    rundir.create(run, rundir.RunSpec(Config(env="cartpole"), Hyperparams(), seeds=1, seed=0))
+    with pytest.raises(ValueError, match=r"a run of task 'cartpole', but the cell's task is 'lqg'"):
+        cells_of(f'env = "lqg"\npolicy = "{run}"')
+    with pytest.raises(ValueError, match=r"policy_seed = 3: the run .* has seeds 0\.\.0"):
+        cells_of(f'env = "cartpole"\nhorizon = 10\npolicy = "{run}"\npolicy_seed = 3')
+    with pytest.raises(ValueError, match=r"no checkpoint"):
+        cells_of(f'env = "cartpole"\npolicy = "{run}"')
