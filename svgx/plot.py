@@ -44,7 +44,7 @@ def curve(history: list[dict[str, np.ndarray]], metric: str = "eval_return"):
 def label(path: pathlib.Path, n_seeds: int | None = None) -> str:
     baseline = _baseline(path)
     if baseline:
-        return f"{baseline['algo']} (Brax) on {baseline['env']}, {baseline['seeds']} seeds"
+        return f"{baseline_name(baseline)} on {baseline['env']}, {baseline['seeds']} seeds"
     try:
         spec = rundir.read_spec(path)
     except rundir.RunDirError:
@@ -52,6 +52,14 @@ def label(path: pathlib.Path, n_seeds: int | None = None) -> str:
     c = spec.config
     jac = f" ({c.jacobians})" if c.algorithm.uses_dynamics else ""
     return f"{c.algo}{jac} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
+
+
+def baseline_name(fields: dict) -> str:
+    """A Brax baseline run's name, from its recorded options: ``sac (Brax), lr 0.0003``."""
+    name = f"{fields['algo']} (Brax), lr {fields['learning_rate']:g}"
+    if fields.get("reward_scaling", 1.0) != 1.0:
+        name += f", reward ×{fields['reward_scaling']:g}"
+    return name
 
 
 def _baseline(path: pathlib.Path) -> dict | None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from svgx import rundir
-from svgx.plot import confidence_band
+from svgx.plot import baseline_name, confidence_band
 
 SUCCESS_LEVEL = 0.5  # "steps to 50% success": the first evaluation whose mean over seeds >= this
 
@@ -98,9 +98,7 @@ def _rows(
     description = json.loads((d / rundir.CONFIG).read_text())
     if "baseline" in description:
         b = description["baseline"]
-        method = f"{b['algo']} (Brax), lr {b['learning_rate']:g}"
-        if b.get("reward_scaling", 1.0) != 1.0:
-            method += f", reward ×{b['reward_scaling']:g}"
+        method = baseline_name(b)
         wall = np.array([m["wall_time"] for m in history])  # [evaluations, seeds]
         steps = np.array([m["env_steps"] for m in history])
         startups = [_startup(wall[:, i], steps[:, i]) for i in range(wall.shape[1])]
