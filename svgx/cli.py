@@ -60,7 +60,7 @@ initialize_distributed()
 
 from svgx import algorithms, tuned  # noqa: E402
 from svgx.baselines import BaselineArgs  # noqa: E402 (a subcommand's arguments)
-from svgx.config import Config, Hyperparams, iterations_for_steps  # noqa: E402 (re-exported)
+from svgx.config import Config, Hyperparams, config_for_steps  # noqa: E402
 from svgx.divergence import EXIT_STATUS as NONFINITE_EXIT_STATUS  # noqa: E402
 from svgx.divergence import NonFiniteError, NonFiniteLimits  # noqa: E402
 
@@ -284,10 +284,11 @@ def train_spec(args: TrainArgs):
         flag = getattr(args, name)
         return flag if flag is not None else resolved.get(name, defaults[name])
 
-    config = Config(**{name: value(name) for name in CONFIG_FLAGS}, algo_options=given)
-    config.make_env()
+    fields = {name: value(name) for name in CONFIG_FLAGS}
     if args.steps is not None:
-        config = dataclasses.replace(config, iterations=iterations_for_steps(config, args.steps))
+        del fields["iterations"]  # --steps sets it
+    config = config_for_steps(dict(fields, algo_options=given), args.steps)
+    config.make_env()
     if not isinstance(args.seeds, int) or args.seeds < 1:
         raise ValueError(f"seeds={args.seeds!r}: must be an integer >= 1")
     hparams = Hyperparams(**{name: value(name) for name in HYPERPARAM_FLAGS}).check()

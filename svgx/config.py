@@ -248,6 +248,20 @@ class Hyperparams(eqx.Module):
         return jax.tree.map(lambda x: jnp.asarray(x, dtype), self)
 
 
+def config_for_steps(fields: dict, steps: int | None) -> Config:
+    """``Config(**fields)``; with ``steps``, its ``iterations`` collect at least that many
+    environment steps per seed (:func:`iterations_for_steps`), whatever ``chunks`` is."""
+    if steps is None:
+        return Config(**fields)
+    if "iterations" in fields:
+        raise ValueError(
+            f"steps={steps!r} and iterations={fields['iterations']!r}: give one of them"
+        )
+    # Any multiple of chunks passes the checks; the real count needs the built config.
+    config = Config(**fields, iterations=fields.get("chunks", Config.chunks))
+    return dataclasses.replace(config, iterations=iterations_for_steps(config, steps))
+
+
 def iterations_for_steps(config: Config, steps: int) -> int:
     """Iterations that collect at least ``steps`` environment steps per seed (a multiple of
     chunks)."""

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from svgx import rundir
 from svgx.baselines import ALGORITHMS as BASELINE_ALGORITHMS
 from svgx.baselines import BaselineArgs, check_args
-from svgx.config import Config, Hyperparams, iterations_for_steps
+from svgx.config import Config, Hyperparams, config_for_steps
 from svgx.divergence import NonFiniteError
 from svgx.io import atomic_write_text
 
@@ -138,11 +138,9 @@ def parse_all(text: str, where: str = "sweep file") -> tuple[list[Group], list[B
     groups = []
     for index, values in enumerate(itertools.product(*config_axes.values())):
         fields = dict(zip(config_axes, values, strict=True))
-        config = Config(**fields)
+        config = config_for_steps(fields, steps)
         # The checks that need the task (e.g. k <= horizon), before anything is written.
         config.make_env()
-        if steps is not None:
-            config = dataclasses.replace(config, iterations=iterations_for_steps(config, steps))
         members = [dict(combo, seed=s) for combo in hp_combos for s in range(seeds)]
         hparams = Hyperparams(
             **{name: jnp.asarray([m[name] for m in members], jnp.float32) for name in hp_axes}

@@ -11,10 +11,11 @@ import sys
 
 import numpy as np
 import pytest
+import tyro
 from small import TINY_LQG, TINY_LQG_FLAGS
 
 from svgx import cli, rundir, runner, sweep
-from svgx.config import Config, Hyperparams
+from svgx.config import Config, Hyperparams, config_for_steps, iterations_for_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A small lqg run: 3 chunks of 2 iterations, 2 seeds.
@@ -82,9 +83,17 @@ def test_train_writes_a_run_directory_and_refuses_to_overwrite_it(tmp_path, caps
 
 def test_steps_sets_the_iterations():
     config = Config(env="lqg", env_options=dict(horizon=10), n_envs=4, chunks=5, algo="svg1_er")
-    assert cli.iterations_for_steps(config, 1000) == 250  # 4 env steps per iteration
+    assert iterations_for_steps(config, 1000) == 250  # 4 env steps per iteration
     on_policy = Config(env="lqg", env_options=dict(horizon=10), n_envs=4, chunks=5, algo="svg_inf")
-    assert cli.iterations_for_steps(on_policy, 1000) == 25  # one 10-step episode per env
+    assert iterations_for_steps(on_policy, 1000) == 25  # one 10-step episode per env
+    # Any chunk count: 1000 steps / 4 per iteration = 250 iterations, rounded up to 6 x 42.
+    fields = dict(env="lqg", env_options=dict(horizon=10), n_envs=4, chunks=6)
+    assert config_for_steps(fields, 1000).iterations == 252
+    with pytest.raises(ValueError, match="steps=1000 and iterations=100: give one of them"):
+        config_for_steps(dict(fields, iterations=100), 1000)
+    flags = ["--out", "x", "--env", "lqg", "--steps", "1000", "--chunks", "6"]
+    spec = cli.train_spec(tyro.cli(cli.train_args(), args=flags))
+    assert (spec.config.iterations, spec.config.chunks) == (252, 6)
 
 
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
