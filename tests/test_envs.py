@@ -147,6 +147,28 @@ def test_hand_targets_are_both_drawn():
     assert len(np.unique(np.asarray(targets), axis=0)) == 2
 
 
+def test_hand_targets_are_where_the_ball_hangs_at_rest():
+    """With the hand held at a target (MuJoCo C, hand's joints reset every step), the ball
+    settles within a tenth of the success distance of the target's ball position."""
+    import mujoco
+
+    from envs.tasks.hand import TARGETS
+
+    env = make("hand", noise_scale=0.0)
+    model = env.mj_model
+    data = mujoco.MjData(model)
+    hand, ball = env._hand_qpos, env._ball_qpos
+    for target in np.asarray(TARGETS):
+        data.qpos[:] = 0.0
+        data.qvel[:] = 0.0
+        data.qpos[hand], data.qpos[ball] = target[:2], target[:2] - [0.0, 0.3]  # dropped
+        for _ in range(2000):  # 20 s: the spring's oscillation decays in about 1 s
+            mujoco.mj_step(model, data)
+            data.qpos[hand], data.qvel[hand] = target[:2], 0.0
+        error = np.linalg.norm(data.qpos[ball] - target[2:])
+        assert error < 0.1 * env.config.success_distance, (target, data.qpos)
+
+
 def test_monoped_torque_noise_is_five_percent_of_max_torque():
     env = make("monoped")
     assert env.config.noise_scale == 0.05

@@ -18,16 +18,18 @@ from envs.base import EnvConfig, MjxEnv
 
 HAND = ("hand_x", "hand_z")
 BALL = ("ball_x", "ball_z")
-# The ball's z joint coordinate sits this far below the hand's at the start and in
-# the targets. Meant as the spring's rest length 0.3 m plus its static stretch
-# under gravity, 0.25 * 9.81 / 25 ≈ 0.1 m; but joint coordinates count from the
-# bodies' reference positions, and hand.xml puts the ball's 0.4 m below the hand,
-# so in the world the ball starts (and must end) 0.8 m below the hand.
-HANG = 0.4
+# The ball's z joint coordinate minus the hand's, at the start and in the targets:
+# the ball hangs at rest under the hand. Joint coordinates count from the bodies'
+# reference positions, and hand.xml puts the ball's 0.4 m below the hand: the
+# spring's rest length 0.3 m plus its static stretch under gravity, 0.25 * 9.81 / 25
+# ≈ 0.1 m. So at rest the two z coordinates are equal (measured: the ball settles
+# 0.003 m above, tests/test_envs.py). (Until 2026-11-28 this was 0.4, which put the
+# ball 0.8 m below the hand in the targets: a configuration it cannot hold at rest.)
+HANG = 0.0
 # Two target configurations in the layout of the state's task part (hand x, hand z,
 # ball x, ball z, joint coordinates): the hand to the left or to the right, the
-# ball HANG below it.
-TARGETS = jnp.array([[-0.4, 0.2, -0.4, -0.2], [0.4, 0.2, 0.4, -0.2]])
+# ball hanging under it.
+TARGETS = jnp.array([[-0.4, 0.2, -0.4, 0.2 - HANG], [0.4, 0.2, 0.4, 0.2 - HANG]])
 TARGET_HAND, TARGET_BALL = slice(0, 2), slice(2, 4)
 
 
