@@ -566,7 +566,7 @@ def run_grid(
             f"({record['seconds']:.1f} s{failed})"
         )
     records = [done[cell.key] for cell in cells]
-    atomic_write_text(out / TABLE, markdown(records))
+    atomic_write_text(out / TABLE, markdown(records, command=f"svgx ablate {path} --out {out}"))
     for name, figure in heat_maps(records).items():
         atomic_write_bytes(out / name, figure)
     return records
@@ -614,9 +614,12 @@ HEADERS = dict(
 )
 
 
-def markdown(records: list[dict]) -> str:
-    """One table per task: a row per cell, the columns of README, "Model-error ablations"."""
+def markdown(records: list[dict], command: str | None = None) -> str:
+    """One table per task: a row per cell, the columns of README, "Model-error ablations";
+    ``command``, the one that made it, under the title."""
     lines = ["# Gradient-quality ablation", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
     lines.append(
         "cosine: mean over seeds of the mean cosine between a batch's estimate and the "
         "reference gradient (± its standard deviation over seeds); rel. bias: "
