@@ -173,6 +173,11 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
     return float(mean), float(low), float(high)
 
 
+def _num(value: float) -> str:
+    """A return: one decimal, or three significant digits below 10 (terminal costs)."""
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
 def _compile_cell(row: Row) -> str:
     if math.isnan(row.compile_s):
         return "unknown"
@@ -210,7 +215,7 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
         lines.append(
             f"| {r.env} | {r.method} | {r.seeds} | {r.steps:,} "
             f"| {s[0]:.0%} ({max(s[1], 0):.0%}–{min(s[2], 1):.0%}) "
-            f"| {ret[0]:.1f} ({ret[1]:.1f}–{ret[2]:.1f}) | {reached} | {ratio} "
+            f"| {_num(ret[0])} ({_num(ret[1])}–{_num(ret[2])}) | {reached} | {ratio} "
             f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "
             f"| {_compile_cell(r)} |"
         )
