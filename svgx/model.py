@@ -19,6 +19,12 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from svgx.nets import MLP, soft_clamp
 
 LOG_STD_MIN, LOG_STD_MAX = -8.0, 1.0  # in normalised units of each Δs dimension
+# The smallest spread the input normaliser divides by, in the units of the observation
+# and action. An input that barely varies in the data (hand's target height is the
+# same in every episode) would otherwise get a gain of 1/std (1e6) in the model's
+# Jacobians, in a direction no data constrains: hand's planner then diverged (its
+# model's ∂f̂/∂s was 4,500-39,000 times too large; experiments/results/learning.md).
+INPUT_MIN_STD = 1e-2
 
 
 class Normaliser(eqx.Module):
@@ -101,7 +107,9 @@ class DynamicsModel(eqx.Module):
         """The model with its normalisers fitted to a batch of transitions."""
         x = jnp.concatenate([jax.vmap(self.observe)(s), a], axis=-1)
         return eqx.tree_at(
-            lambda m: (m.inputs, m.deltas), self, (Normaliser.fit(x), Normaliser.fit(s_next - s))
+            lambda m: (m.inputs, m.deltas),
+            self,
+            (Normaliser.fit(x, INPUT_MIN_STD), Normaliser.fit(s_next - s)),
         )
 
 

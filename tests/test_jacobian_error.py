@@ -188,3 +188,22 @@ def test_a_run_with_learned_jacobians_records_the_jacobian_errors_in_every_chunk
             assert metrics[name].shape == (2,) and np.isfinite(metrics[name]).all(), name
         assert (metrics["jacobian_error_s"] > 0).all() and (metrics["jacobian_error_a"] > 0).all()
         assert (np.abs(metrics["jacobian_cosine_value"]) <= 1 + 1e-6).all()
+
+
+def test_an_input_that_does_not_vary_gets_a_bounded_gain():
+    """The input normaliser divides by at least INPUT_MIN_STD: a state dimension that is the
+    same in every transition (hand's target height) must not get a gain of 1e6 in the
+    model's Jacobian; the other dimensions are normalised by their spread (numpy)."""
+    from svgx.model import INPUT_MIN_STD
+
+    model = dynamics_model(lambda s: s, 3, 3, 1, key=jax.random.key(0))
+    s = jax.random.normal(jax.random.key(1), (256, 3)).at[:, 1].set(0.2)
+    a = jax.random.normal(jax.random.key(2), (256, 1))
+    s_next = s + 0.1 * jax.random.normal(jax.random.key(3), s.shape)
+    fitted = model.with_statistics(s, a, s_next)
+    x = np.concatenate([np.asarray(s), np.asarray(a)], axis=1)
+    expected = np.maximum(x.std(0), INPUT_MIN_STD)
+    assert expected[1] == INPUT_MIN_STD
+    np.testing.assert_allclose(fitted.inputs.std, expected, rtol=1e-5)
+    ds = jax.jacfwd(lambda s: fitted.predict(s, a[0])[0])(s[0])  # [n_s, n_s]
+    assert np.abs(ds[:, 1]).max() < 1.0  # 0.13 here; 1,281 with a floor of 1e-6
