@@ -1,6 +1,7 @@
 """svg1_er learns cart-pole swing-up with the tuned settings, as `svgx train` resolves them.
 
-Slow (11.5 minutes on 2 CPU cores: tests compile with SVGX_FAST_COMPILE=1): run with ``pytest -m slow tests/test_learning_cartpole.py``.
+Slow (11.5 minutes on 2 CPU cores: tests compile with SVGX_FAST_COMPILE=1): run with
+``pytest -m slow tests/test_learning_cartpole.py``.
 The budget has margin: in experiments/results/learning.md 12 of 12 seeds were at 100% success
 after 100k environment steps, and 4 of 8 at 60k.
 """
