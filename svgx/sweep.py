@@ -20,6 +20,23 @@ seed ``i % seeds``; ``DIR/<group>/members.json`` lists them
 (:func:`svgx.rundir.member_labels` reads it). Running the sweep again (or
 ``svgx resume DIR``) skips finished groups and resumes an interrupted one.
 
+Methods that need different budgets or sizes in one figure are ``[[group]]``
+tables: each is a grid of its own, its keys (``seeds``, ``seed``, ``steps`` and
+any field) overriding the top-level ones, and the sweep's groups are those of
+every table in turn (numbered on across tables)::
+
+    env = "hand"
+    jacobians = "learned"
+    steps = 400000
+
+    [[group]]
+    algo = "svg_inf"
+    n_envs = 4
+
+    [[group]]
+    algo = "planner"
+    n_envs = 16
+
 Brax's own agents run beside them, as ``[[baseline]]`` tables (the fields of
 :class:`svgx.baselines.BaselineArgs` but ``out``)::
 
@@ -55,7 +72,7 @@ from svgx.divergence import NonFiniteError
 from svgx.io import atomic_write_text
 
 SWEEP_FILE = "sweep.toml"
-TOP_LEVEL = ("seeds", "seed", "steps", "baseline")
+TOP_LEVEL = ("seeds", "seed", "steps", "group", "baseline")
 TUPLE_FIELDS = ("policy_hidden", "critic_hidden")
 
 
@@ -102,13 +119,48 @@ def parse_all(text: str, where: str = "sweep file") -> tuple[list[Group], list[B
         raise ValueError(f"{where}: TOML syntax error: {error}") from None
     config_fields = {f.name for f in dataclasses.fields(Config)}
     hp_fields = {f.name for f in dataclasses.fields(Hyperparams)}
-    unknown = set(data) - config_fields - hp_fields - set(TOP_LEVEL)
-    if unknown:
+    _check_keys(data, config_fields | hp_fields | set(TOP_LEVEL), where)
+    subgrids = data.get("group", [{}])
+    if (
+        not isinstance(subgrids, list)
+        or not subgrids
+        or not all(isinstance(t, dict) for t in subgrids)
+    ):
+        raise ValueError(f"{where}: group: must be one or more [[group]] tables")
+    top = {k: v for k, v in data.items() if k not in ("group", "baseline")}
+    groups = []
+    for index, table in enumerate(subgrids):
+        place = f"{where}: [[group]] {index}" if "group" in data else where
+        _check_keys(table, config_fields | hp_fields | {"seeds", "seed", "steps"}, place)
+        groups.extend(_groups({**top, **table}, config_fields, hp_fields, place, len(groups)))
+    tables = data.get("baseline", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ValueError(f"{where}: baseline: must be [[baseline]] tables")
+    sweep_values = {
+        **dataclasses.asdict(Config()),
+        **data,
+        "seeds": data.get("seeds", 1),
+        "seed": data.get("seed", 0),
+    }
+    baselines = []
+    for table in tables:
+        baselines.extend(_baselines(table, sweep_values, where, start=len(baselines)))
+    return groups, baselines
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    if unknown := set(table) - allowed:
+        config = ", ".join(sorted(f.name for f in dataclasses.fields(Config)))
+        hparams = ", ".join(sorted(f.name for f in dataclasses.fields(Hyperparams)))
         raise ValueError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(TOP_LEVEL)}, "
-            f"the Config fields ({', '.join(sorted(config_fields))}) and the Hyperparams fields "
-            f"({', '.join(sorted(hp_fields))})"
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+            f"{', '.join(k for k in TOP_LEVEL if k in allowed)}, the Config fields "
+            f"({config}) and the Hyperparams fields ({hparams})"
         )
+
+
+def _groups(data: dict, config_fields, hp_fields, where: str, start: int) -> list[Group]:
+    """The groups of one grid: ``data`` maps fields to a value or an axis (a list)."""
     seeds, seed, steps = data.get("seeds", 1), data.get("seed", 0), data.get("steps")
     for name, value in (("seeds", seeds), ("seed", seed), ("steps", steps)):
         if value is not None and (
@@ -136,7 +188,7 @@ def parse_all(text: str, where: str = "sweep file") -> tuple[list[Group], list[B
         Hyperparams(**combo).check()
 
     groups = []
-    for index, values in enumerate(itertools.product(*config_axes.values())):
+    for values in itertools.product(*config_axes.values()):
         fields = dict(zip(config_axes, values, strict=True))
         config = config_for_steps(fields, steps)
         # The checks that need the task (e.g. k <= horizon), before anything is written.
@@ -151,15 +203,9 @@ def parse_all(text: str, where: str = "sweep file") -> tuple[list[Group], list[B
             if "jacobians" in fields or config.jacobians != "simulator"
             else ""
         )
-        groups.append(Group(f"g{index:02d}-{config.env}-{config.algo}{jac}", spec, members))
-    tables = data.get("baseline", [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ValueError(f"{where}: baseline: must be [[baseline]] tables")
-    sweep_values = {**dataclasses.asdict(Config()), **data, "seeds": seeds, "seed": seed}
-    baselines = []
-    for table in tables:
-        baselines.extend(_baselines(table, sweep_values, where, start=len(baselines)))
-    return groups, baselines
+        name = f"g{start + len(groups):02d}-{config.env}-{config.algo}{jac}"
+        groups.append(Group(name, spec, members))
+    return groups
 
 
 def _baselines(table: dict, sweep_values: dict, where: str, start: int) -> list[Baseline]:
