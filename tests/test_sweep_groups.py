@@ -77,7 +77,7 @@ def test_a_bad_group_table_is_an_error_naming_it(table, message):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=str)
 def test_every_experiment_sweep_file_parses_and_builds_its_configurations(path):
     text = (ROOT / path).read_text()
-    groups, baselines = sweep.parse_all(text, str(path))
+    groups, _ = sweep.parse_all(text, str(path))
     assert groups
     for group in groups:
         assert len(group.members) == group.spec.seeds
