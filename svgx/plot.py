@@ -15,11 +15,16 @@ from scipy import stats
 from svgx import rundir
 from svgx.io import atomic_write_bytes
 
+# Metrics that cannot leave a range: their bands are clipped to it (a t-interval over
+# a few seeds of a success rate can reach below 0 % and above 100 %).
+BOUNDS = {"eval_success": (0.0, 1.0)}
+
 
 def confidence_band(
-    values: np.ndarray, level: float = 0.95
+    values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(mean, low, high)`` over the last axis (seeds): a Student-t interval of the mean."""
+    """``(mean, low, high)`` over the last axis (seeds): a Student-t interval of the mean,
+    clipped to ``bounds`` (the range the metric cannot leave) when given."""
     values = np.asarray(values, float)
     n = np.sum(np.isfinite(values), axis=-1)
     with warnings.catch_warnings():  # a chunk where every seed is NaN (a run that went non-finite)
@@ -29,7 +34,10 @@ def confidence_band(
             return mean, mean, mean
         sem = np.nanstd(values, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1))
     half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sem
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+    return mean, low, high
 
 
 def curve(history: list[dict[str, np.ndarray]], metric: str = "eval_return"):
@@ -127,7 +135,7 @@ def plot_runs(
                     (f"{label(d, len(m))}" + (f": {name}" if name else ""), m) for name, m in combos
                 ]
             for name, members in combos:
-                mean, low, high = confidence_band(values[:, members])
+                mean, low, high = confidence_band(values[:, members], bounds=BOUNDS.get(metric))
                 (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("environment steps (per seed)")

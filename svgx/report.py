@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from svgx import rundir
-from svgx.plot import baseline_name, confidence_band
+from svgx.plot import BOUNDS, baseline_name, confidence_band
 
 SUCCESS_LEVEL = 0.5  # "steps to 50% success": the first evaluation whose mean over seeds >= this
 
@@ -145,7 +145,7 @@ def _rows(
                 method=method_name,
                 seeds=len(m),
                 steps=int(steps[-1]),
-                success=_interval(success[-1]),
+                success=_interval(success[-1], BOUNDS["eval_success"]),
                 returns=_interval(returns[-1]),
                 steps_to_level=float(steps[reached[0]]) if len(reached) else math.inf,
                 steps_per_s=float(steps[-1] * total_members / run_s),
@@ -168,8 +168,8 @@ def _startup(wall: np.ndarray, steps: np.ndarray) -> float:
     return startup if startup >= 0 else math.nan  # the rate changed (a shared machine)
 
 
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    mean, low, high = confidence_band(values)
+def _interval(values: np.ndarray, bounds=None) -> tuple[float, float, float]:
+    mean, low, high = confidence_band(values, bounds=bounds)
     return float(mean), float(low), float(high)
 
 
@@ -214,7 +214,7 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
         s, ret = r.success, r.returns
         lines.append(
             f"| {r.env} | {r.method} | {r.seeds} | {r.steps:,} "
-            f"| {s[0]:.0%} ({max(s[1], 0):.0%}–{min(s[2], 1):.0%}) "
+            f"| {s[0]:.0%} ({s[1]:.0%}–{s[2]:.0%}) "
             f"| {_num(ret[0])} ({_num(ret[1])}–{_num(ret[2])}) | {reached} | {ratio} "
             f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "
             f"| {_compile_cell(r)} |"

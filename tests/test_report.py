@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from svgx import cli, report, rundir
+from svgx import cli, plot, report, rundir
 from svgx.config import Config, Hyperparams
 from svgx.io import atomic_write_text
 
@@ -148,3 +148,16 @@ def test_a_sweep_still_running_reports_its_finished_runs(tmp_path):
     assert len(report.rows([tmp_path])) == 1
     with pytest.raises(rundir.RunDirError, match="no metrics yet"):
         report.rows([running])
+
+
+def test_the_band_is_a_t_interval_clipped_to_the_metrics_range():
+    values = np.array([[0.0, 0.0, 0.0, 1.0, 1.0], [2.0, 4.0, 6.0, 8.0, 10.0]])
+    mean, low, high = plot.confidence_band(values)
+    half = stats.t.ppf(0.975, 4) * values.std(axis=1, ddof=1) / np.sqrt(5)
+    np.testing.assert_allclose(mean, [0.4, 6.0])
+    np.testing.assert_allclose(high - mean, half)
+    assert low[0] < 0 and high[0] > 1  # a success rate's raw interval leaves [0, 1]
+    _, low, high = plot.confidence_band(values[:1], bounds=plot.BOUNDS["eval_success"])
+    assert (low[0], high[0]) == (0.0, 1.0)
+    _, low, high = plot.confidence_band(np.array([[0.0, 1.0, 1.0, 1.0, 1.0]]), bounds=(0, 1))
+    assert 0 < low[0] and high[0] == 1.0
