@@ -1,5 +1,5 @@
 """The ``svgx`` command: ``envs``, ``train``, ``resume``, ``sweep``, ``plot``, ``baseline``,
-``report``, ``diagnose``, ``ablate``.
+``report``, ``diagnose``, ``ablate``, ``render``.
 
 Every field of :class:`~svgx.config.Config` and :class:`~svgx.config.Hyperparams`
 is a flag of ``svgx train`` (``--policy-lr 1e-3 --n-envs 8 …``), and so is every
@@ -63,6 +63,7 @@ from svgx.baselines import BaselineArgs  # noqa: E402 (a subcommand's arguments)
 from svgx.config import Config, Hyperparams, config_for_steps  # noqa: E402
 from svgx.divergence import EXIT_STATUS as NONFINITE_EXIT_STATUS  # noqa: E402
 from svgx.divergence import NonFiniteError, NonFiniteLimits  # noqa: E402
+from svgx.render import FORMATS, HEIGHT, VIDEO, WIDTH, GLError  # noqa: E402
 
 # --- arguments -------------------------------------------------------------------------
 
@@ -96,6 +97,13 @@ class TrainArgs:
     """environment steps per seed (sets --iterations, rounded up to a multiple of --chunks)."""
     overwrite: bool = False
     """replace a run already in --out (default: refuse)."""
+    video: Annotated[
+        bool,
+        tyro.conf.arg(
+            help=f"at the end, render one episode of seed 0's mean policy to --out/{VIDEO} "
+            "(as svgx render does)."
+        ),
+    ] = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +133,29 @@ class AblateArgs:
     """the grid file."""
     out: str | None = None
     """output directory (default: the file's name without .toml, next to it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderArgs:
+    """Render episodes of a run's mean policy (the deterministic action, as evaluation
+    takes it) with MuJoCo's renderer to an MP4 or a GIF."""
+
+    dir: tyro.conf.Positional[str]
+    """the run directory (or one group of a sweep)."""
+    seed: int = 0
+    """which member of the run: a seed index (in a sweep group, a member of members.json)."""
+    episodes: int = 1
+    """episodes, one after another, from the member's evaluation key."""
+    out: Annotated[
+        str | None,
+        tyro.conf.arg(
+            help=f"the video: {' or '.join(FORMATS)}, chosen by the suffix (default: DIR/{VIDEO})."
+        ),
+    ] = None
+    width: int = WIDTH
+    """frame width in pixels (even)."""
+    height: int = HEIGHT
+    """frame height in pixels (even)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,11 +334,42 @@ def train_spec(args: TrainArgs):
 
 
 def train_command(args: TrainArgs) -> None:
-    from svgx import runner
+    import jax
+
+    from svgx import render, runner
 
     spec = train_spec(args)
+    if args.video:  # before training, not after
+        try:
+            render.check_gl(spec.config.make_env())
+        except ValueError as error:
+            raise ValueError(f"--video: {error}") from None
     runner.run_in_dir(args.out, spec, overwrite=args.overwrite)
     print(pathlib.Path(args.out) / "curve.png")
+    if args.video and jax.process_index() == 0:
+        print(_describe(render.render_run(args.out, seed=0, episodes=1)))
+
+
+def render_command(args: RenderArgs) -> None:
+    from svgx import render
+
+    video = render.render_run(
+        args.dir,
+        seed=args.seed,
+        episodes=args.episodes,
+        out=args.out,
+        width=args.width,
+        height=args.height,
+    )
+    print(_describe(video))
+
+
+def _describe(video) -> str:
+    returns = ", ".join(f"{r:+.3f}" for r in video.returns)
+    return (
+        f"{video.path} ({video.frames} frames; return {returns}; "
+        f"success {int(video.success.sum())}/{len(video.success)})"
+    )
 
 
 def resume_command(args: ResumeArgs) -> None:
@@ -407,6 +469,7 @@ def commands() -> dict[str, tuple[type, Callable]]:
         "report": (ReportArgs, report_command),
         "diagnose": (_diagnose_args(), diagnose_command),
         "ablate": (AblateArgs, ablate_command),
+        "render": (RenderArgs, render_command),
     }
 
 
@@ -423,6 +486,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(error)
     except NonFiniteError as error:
         _fail(error, status=NONFINITE_EXIT_STATUS)
+    except GLError as error:
+        _fail(error, status=1)
 
 
 def _parse(commands, argv):
@@ -469,7 +534,8 @@ def _condense(message: str) -> str:
 
 
 def _fail(error: Exception | str, status: int = 2):
-    """One line on stderr, then exit: status 2 for bad input, 3 for a run that went non-finite."""
+    """One line on stderr, then exit: status 2 for bad input, 3 for a run that went
+    non-finite, 1 when no OpenGL context can be opened to render."""
     print(f"svgx: error: {error}", file=sys.stderr)
     raise SystemExit(status)
 

@@ -161,6 +161,12 @@ def _keys(seed: int, n_seeds: int):
     return jax.random.split(jax.random.key(seed), n_seeds)
 
 
+def evaluation_keys(seed: int, n_seeds: int):
+    """Each seed's key for its evaluation episodes (the same after every chunk) in a run
+    started from ``seed`` (``svgx render`` shows these episodes)."""
+    return _keys(seed + 1, n_seeds)
+
+
 def run(
     config: Config,
     hparams: Hyperparams | None = None,
@@ -197,7 +203,7 @@ def run(
         mesh = seed_mesh(seeds, devices)
         init, chunk, evaluate = compiled(config, hparams, seeds, mesh)
         hp = _put(hparams, mesh)
-        eval_keys = _put(_keys(seed + 1, seeds), mesh)  # the same episodes every time
+        eval_keys = _put(evaluation_keys(seed, seeds), mesh)  # the same episodes every time
         wall = time.perf_counter()
         if start is None:
             keys = _put(_keys(seed, seeds), mesh)
