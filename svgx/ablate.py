@@ -45,7 +45,9 @@ task reject (``k`` must divide the horizon), and policies from run directories
 
 A cell is its diagnosis repeated with ``seeds`` seeds. The parts that cells share
 for a seed (the policy, the reference gradient, a fitted model with its errors)
-are computed once per invocation. A learned cell also reports its model's error
+are computed once per invocation, and the compiled programs of a diagnosis
+(:data:`svgx.diagnostics.PROGRAMS`) once per process for each task, estimator and
+set of sizes. A learned cell also reports its model's error
 on 256 held-out on-policy transitions (:func:`svgx.diagnostics.model_errors`).
 """
 
@@ -420,10 +422,17 @@ def fit_and_measure(env, policy, config: DiagnoseConfig, key) -> tuple:
     ``HELD_OUT_TRANSITIONS`` fresh on-policy transitions."""
     model = diagnostics.fit_model(env, policy, config, key)
     key_data, key_direction = jax.random.split(jax.random.fold_in(key, 1))
-    episodes = -(-HELD_OUT_TRANSITIONS // env.horizon)
-    data = rollout.per_step(rollout.episodes(env, policy, key_data, episodes))
-    data = jax.tree.map(lambda x: x[:HELD_OUT_TRANSITIONS], data)
+    data = _held_out(env, policy, key_data)
     return model, diagnostics.model_errors(env, model, data, key_direction)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _held_out(env, policy, key):
+    """``HELD_OUT_TRANSITIONS`` on-policy transitions (leaves ``[batch, …]``)."""
+    episodes = -(-HELD_OUT_TRANSITIONS // env.horizon)
+    data = rollout.per_step(rollout.episodes(env, policy, key, episodes))
+    return jax.tree.map(lambda x: x[:HELD_OUT_TRANSITIONS], data)
 
 
 def run_cell(cell: Cell, shared: _Shared | None = None) -> dict:

@@ -46,7 +46,9 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import envs
+from envs.tasks.lqg import QuadraticValue
 from svgx import algorithms, critics, estimators, rollout
+from svgx.critics import QFunction, ValueFunction
 from svgx.dynamics import JACOBIAN_SOURCES, Dynamics, Jacobians, jacobian_errors, make_dynamics
 from svgx.model import DynamicsModel, dynamics_model, one_step_errors
 from svgx.policy import GaussianPolicy, linear_gaussian_params, linear_policy, mlp_policy
@@ -299,11 +301,7 @@ def make_policy(env, config: DiagnoseConfig, key: PRNGKeyArray) -> GaussianPolic
 def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array, float]:
     """``(∇θ J, relative standard error)``: exact for lqg, else sampled BPTT."""
     if env.name == "lqg":
-
-        def exact(policy):
-            return env.exact_return(*linear_gaussian_params(policy), gamma=config.gamma)
-
-        return flatten(eqx.filter_grad(exact)(policy)), 0.0
+        return _exact_gradient(env, policy, config.gamma), 0.0
     chunks = max(1, config.reference_samples // config.samples)
     grads = jnp.stack(
         [
@@ -319,6 +317,18 @@ def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array,
 
 
 @eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _exact_gradient(env, policy, gamma):
+    """lqg's ``∇θ J`` in closed form (:meth:`envs.tasks.lqg.Lqg.exact_return`), flattened."""
+
+    def exact(policy):
+        return env.exact_return(*linear_gaussian_params(policy), gamma=gamma)
+
+    return flatten(eqx.filter_grad(exact)(policy))
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
 def _sampled_true_gradient(env, policy, dynamics, samples, gamma, key):
     """BPTT through the true simulator on ``samples`` fresh episodes, flattened."""
     data = rollout.episodes(env, policy, key, samples)
@@ -328,22 +338,48 @@ def _sampled_true_gradient(env, policy, dynamics, samples, gamma, key):
     return flatten(g)
 
 
-def estimate(
+def estimates(
     env,
     policy: GaussianPolicy,
     config: DiagnoseConfig,
-    key: PRNGKeyArray,
+    keys: PRNGKeyArray,
     *,
     dynamics: Dynamics,
     value: Callable | None,
     q: Callable | None,
-) -> Float[Array, " n_theta"]:
-    """One batch's estimate of ``∇θ J`` (per episode) by ``config.estimator``."""
-    key_data, key_plan = jax.random.split(key)
-    data = rollout.episodes(env, policy, key_data, config.samples)
-    inputs = Inputs(env, dynamics, value, q, config.gamma, config.depth, key_plan)
-    g, _ = estimators.policy_gradient(ESTIMATORS[config.estimator].loss, policy, data, inputs)
-    return flatten(g)
+) -> Float[Array, "batches n_theta"]:
+    """One estimate of ``∇θ J`` (per episode) by ``config.estimator`` per key of ``keys``
+    (``[batches]``): each batch's episodes are drawn with its key, independently.
+
+    The batches run one after another (``lax.map``: a batch's memory, not all of
+    theirs) in one compiled program, which every diagnosis of the same task, estimator,
+    sizes and shapes reuses: ``value`` and ``q`` are modules (:class:`ScaledCritic`,
+    :class:`LqgQ`, :class:`~envs.tasks.lqg.QuadraticValue`), not new functions."""
+    return _estimates(
+        env,
+        policy,
+        keys,
+        dynamics,
+        value,
+        q,
+        estimator=config.estimator,
+        samples=config.samples,
+        gamma=config.gamma,
+        depth=config.depth,
+    )
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _estimates(env, policy, keys, dynamics, value, q, *, estimator, samples, gamma, depth):
+    def one(key):
+        key_data, key_plan = jax.random.split(key)
+        data = rollout.episodes(env, policy, key_data, samples)
+        inputs = Inputs(env, dynamics, value, q, gamma, depth, key_plan)
+        g, _ = estimators.policy_gradient(ESTIMATORS[estimator].loss, policy, data, inputs)
+        return flatten(g)
+
+    return jax.lax.map(one, keys)
 
 
 def fit(
@@ -357,7 +393,10 @@ def fit(
     learning_rate=1e-3,
 ):
     """Adam on ``mean(loss_fn(module, *example))`` over random mini-batches of ``data``
-    (a tuple of arrays with a common leading axis). Returns the fitted module."""
+    (a tuple of arrays with a common leading axis). Returns the fitted module.
+
+    Not compiled itself: :func:`fit_model` and :func:`fit_critics` call it inside their
+    own compiled programs (called eagerly, its ``lax.scan`` would compile anew each time)."""
     optimizer = optax.adam(learning_rate)
     params, static = eqx.partition(module, eqx.is_inexact_array)
     n = data[0].shape[0]
@@ -380,33 +419,72 @@ def fit(
 
 def fit_model(env, policy, config: DiagnoseConfig, key) -> DynamicsModel:
     """A learned model of width ``model_hidden``, fitted by maximum likelihood to on-policy data."""
+    return _fit_model(
+        env,
+        policy,
+        key,
+        samples=config.model_samples,
+        hidden=config.model_hidden,
+        steps=config.model_steps,
+    )
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _fit_model(env, policy, key, *, samples, hidden, steps):
     key_data, key_init, key_fit = jax.random.split(key, 3)
-    data = rollout.per_step(rollout.episodes(env, policy, key_data, config.model_samples))
+    data = rollout.per_step(rollout.episodes(env, policy, key_data, samples))
     model = dynamics_model(
         env.observe,
         env.observation_size,
         env.state_size,
         env.action_size,
         key=key_init,
-        hidden=config.model_hidden,
+        hidden=hidden,
     ).with_statistics(data.s, data.a, data.s_next)
     return fit(
         model,
         lambda m, s, a, s_next: m.nll(s, a, s_next),
         (data.s, data.a, data.s_next),
-        steps=config.model_steps,
+        steps=steps,
         key=key_fit,
     )
 
 
-def fit_critics(env, policy, config: DiagnoseConfig, key):
+class ScaledCritic(eqx.Module):
+    """``scale · critic(…)``: a fitted :class:`~svgx.critics.ValueFunction` or
+    :class:`~svgx.critics.QFunction` (trained in units of the returns' spread ``scale``)
+    on the returns' own scale."""
+
+    critic: ValueFunction | QFunction
+    scale: Float[Array, ""]
+
+    def __call__(self, *args) -> Float[Array, ""]:
+        return self.scale * self.critic(*args)
+
+
+def fit_critics(env, policy, config: DiagnoseConfig, key) -> tuple[ScaledCritic, ScaledCritic]:
     """``(V, Q)`` regressed on Monte-Carlo returns-to-go of the current policy."""
+    return _fit_critics(
+        env,
+        policy,
+        key,
+        samples=config.critic_samples,
+        hidden=config.critic_hidden,
+        steps=config.critic_steps,
+        gamma=config.gamma,
+    )
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _fit_critics(env, policy, key, *, samples, hidden, steps, gamma):
     key_data, key_v, key_q, key_fit_v, key_fit_q = jax.random.split(key, 5)
-    data = rollout.episodes(env, policy, key_data, config.critic_samples)
-    g = jax.vmap(lambda r: estimators.returns_to_go(r, config.gamma))(data.r)
+    data = rollout.episodes(env, policy, key_data, samples)
+    g = jax.vmap(lambda r: estimators.returns_to_go(r, gamma))(data.r)
     flat = rollout.per_step(data)
     g = g.reshape(-1)
-    hidden = (config.critic_hidden, config.critic_hidden)
+    hidden = (hidden, hidden)
     horizon = data.t.shape[1]
     v = critics.value_function(
         env.observe, env.observation_size, key=key_v, hidden=hidden, horizon=horizon
@@ -425,32 +503,58 @@ def fit_critics(env, policy, config: DiagnoseConfig, key):
         v,
         lambda v, s, t, y: (v(s, t) - y / scale) ** 2,
         (flat.s, flat.t, g),
-        steps=config.critic_steps,
+        steps=steps,
         key=key_fit_v,
     )
     q = fit(
         q,
         lambda q, s, a, t, y: (q(s, a, t) - y / scale) ** 2,
         (flat.s, flat.a, flat.t, g),
-        steps=config.critic_steps,
+        steps=steps,
         key=key_fit_q,
     )
-    return (lambda s, t: scale * v(s, t)), (lambda s, a, t: scale * q(s, a, t))
+    return ScaledCritic(v, scale), ScaledCritic(q, scale)
 
 
-def exact_critics(env, policy, config: DiagnoseConfig):
+class LqgQ(eqx.Module):
+    """lqg's exact ``Q(s, a, t)`` of a linear policy, from its exact ``V``
+    (:meth:`envs.tasks.lqg.Lqg.q_value`)."""
+
+    env: envs.Env = eqx.field(static=True)
+    value: QuadraticValue
+    gamma: float = eqx.field(static=True)
+
+    def __call__(self, s, a, t) -> Float[Array, ""]:
+        return self.env.q_value(self.value, s, a, t, gamma=self.gamma)
+
+
+def exact_critics(env, policy, config: DiagnoseConfig) -> tuple[QuadraticValue, LqgQ]:
     """The lqg task's exact ``V`` and ``Q`` of a linear policy."""
-    params = linear_gaussian_params(policy)
-    value = env.exact_value_coefficients(*params, gamma=config.gamma)
-    return value, lambda s, a, t: env.q_value(value, s, a, t, gamma=config.gamma)
+    value = _exact_value(env, policy, config.gamma)
+    return value, LqgQ(env, value, config.gamma)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _exact_value(env, policy, gamma) -> QuadraticValue:
+    return env.exact_value_coefficients(*linear_gaussian_params(policy), gamma=gamma)
+
+
+# Tasks by name and options: one object each, so that the compiled programs, which hold
+# the task as a static argument (compared by identity), serve every diagnosis of it.
+_ENVS: dict[str, envs.Env] = {}
 
 
 def make_env(config: DiagnoseConfig):
-    """The task to diagnose on; checks what needs the task (the depth divides the horizon)."""
+    """The task to diagnose on (built once per process for each name and options);
+    checks what needs the task (the depth divides the horizon)."""
     overrides = dict(config.env_options)
     if config.horizon is not None:
         overrides["horizon"] = config.horizon
-    env = envs.make(config.env, **overrides)
+    key = json.dumps([config.env, overrides], sort_keys=True)  # 1 and 1.0 apart
+    if key not in _ENVS:
+        _ENVS[key] = envs.make(config.env, **overrides)
+    env = _ENVS[key]
     if config.depth is not None and env.horizon % config.depth:
         raise ValueError(
             f"k={config.depth} must divide the horizon ({env.horizon}) of env {config.env!r}: "
@@ -515,10 +619,10 @@ def diagnose(
         else:
             value, q = fit_critics(env, policy, config, keys.critic)
 
-    one = eqx.filter_jit(
-        lambda key: estimate(env, policy, config, key, dynamics=dynamics, value=value, q=q)
+    batch_keys = jax.random.split(keys.batches, config.batches)
+    grads = np.asarray(
+        estimates(env, policy, config, batch_keys, dynamics=dynamics, value=value, q=q)
     )
-    grads = np.stack([np.asarray(one(k)) for k in jax.random.split(keys.batches, config.batches)])
     return summarise(grads, np.asarray(reference), reference_se, time.perf_counter() - start)
 
 
@@ -533,24 +637,41 @@ def model_errors(
     random unit direction ``u`` per transition (drawn from ``key``) rather than along
     ``∇V``: a model's error must not depend on which estimator, with or without a
     critic, uses it."""
-    direction = jax.random.normal(key, data.s_next.shape, data.s_next.dtype)
-    direction /= jnp.linalg.norm(direction, axis=-1, keepdims=True)
-
-    @eqx.filter_jit
-    def errors(model, data, direction):
-        return one_step_errors(model, data.s, data.a, data.s_next) | jacobian_errors(
-            make_dynamics("learned", env, model),
-            make_dynamics("simulator", env),
-            data.s,
-            data.a,
-            data.s_next,
-            data.noise,
-            direction,
-        )
-
-    values = {name: float(value) for name, value in errors(model, data, direction).items()}
+    errors = _model_errors(env, model, data, key)
+    values = {name: float(value) for name, value in errors.items()}
     values["jacobian_cosine"] = values.pop("jacobian_cosine_value")  # not along ∇V here
     return values
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _model_errors(env, model, data, key):
+    direction = jax.random.normal(key, data.s_next.shape, data.s_next.dtype)
+    direction /= jnp.linalg.norm(direction, axis=-1, keepdims=True)
+    return one_step_errors(model, data.s, data.a, data.s_next) | jacobian_errors(
+        make_dynamics("learned", env, model),
+        make_dynamics("simulator", env),
+        data.s,
+        data.a,
+        data.s_next,
+        data.noise,
+        direction,
+    )
+
+
+# The compiled programs of a diagnosis. Their static arguments (the task, sizes, names)
+# are equal between diagnoses of the same shapes, so that a second one (another seed,
+# cell or policy) reuses them; each counts its traces (``eqx.debug.get_num_traces``),
+# which the tests read.
+PROGRAMS = (
+    _exact_gradient,
+    _sampled_true_gradient,
+    _estimates,
+    _fit_model,
+    _fit_critics,
+    _exact_value,
+    _model_errors,
+)
 
 
 def summarise(

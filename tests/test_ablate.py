@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 from small import TINY_LQG
+from test_diagnostics import trace_counts, traces
 
 import envs
 from svgx import ablate, cli, diagnostics, rundir, runner
@@ -243,6 +244,34 @@ def test_held_out_model_errors_fall_as_the_model_learns():
     # Measured: MSE 0.77 -> 0.40, Jacobian error (state) 1.05 -> 0.76.
     assert errors[3000]["model_one_step_mse"] < 0.75 * errors[0]["model_one_step_mse"], errors
     assert errors[3000]["jacobian_error_s"] < 0.9 * errors[0]["jacobian_error_s"], errors
+
+
+def test_a_second_seed_of_a_learned_cell_traces_nothing():
+    """Its policy, model, model errors and estimates come from the programs the first
+    seed compiled (sizes no other test uses, so that the first seed traces)."""
+    grid = """
+    env = "lqg"
+    horizon = 6
+    estimator = "svg1"
+    jacobians = "learned"
+    model_hidden = 3
+    model_transitions = 30
+    model_steps = 10
+    samples = 5
+    batches = 2
+    seed = {seed}
+    """
+    with traces() as first:
+        (cell,) = cells_of(grid.format(seed=0))
+        ablate.run_cell(cell)
+    assert first, "the trace listener heard nothing: the check below would be void"
+    counts = trace_counts(), eqx.debug.get_num_traces(ablate._held_out)
+    with traces() as second:
+        (cell,) = cells_of(grid.format(seed=1))
+        record = ablate.run_cell(cell)
+    assert (trace_counts(), eqx.debug.get_num_traces(ablate._held_out)) == counts
+    assert second == [], f"traced again: {second}"
+    assert record["per_seed"][0]["seed"] == 1 and record["model_one_step_mse"] > 0
 
 
 def test_diagnose_with_its_parts_given_equals_diagnose_computing_them():

@@ -9,12 +9,17 @@ with it: cosine ≥ 0.99, and a mean error within 3 Monte-Carlo standard errors
 expectation is a χ²/d variable, so 3 standard errors is a generous bound).
 """
 
+import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
 
+import equinox as eqx
+import jax
 import pytest
 
+from svgx import diagnostics
 from svgx.diagnostics import DiagnoseConfig, diagnose
 
 SIZES = {"small": dict(state_size=2, action_size=1), "large": dict(state_size=4, action_size=2)}
@@ -56,6 +61,49 @@ def test_learned_jacobians_on_a_linear_system_are_nearly_exact():
     result = diagnose(lqg("small", estimator="svg1", jacobians="learned"))
     # Measured: 0.997 after 10k Adam steps (0.48 after 3k: an underfitted model's Jacobians).
     assert result.cosine_of_mean >= 0.98, result
+
+
+# JAX's monitoring event for each trace of a function for jit: diagnostics' compiled
+# programs, and eager operations the first time each is run with its shapes.
+JAXPR_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+
+
+@contextlib.contextmanager
+def traces():
+    """The names of the functions traced for jit inside the block."""
+    names = []
+
+    def listen(event, duration, **kwargs):
+        if event == JAXPR_TRACE_EVENT:
+            names.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def trace_counts():
+    return {f.__name__: eqx.debug.get_num_traces(f) for f in diagnostics.PROGRAMS}
+
+
+@pytest.mark.parametrize("critic", ["exact", "fitted"])
+def test_a_second_diagnosis_of_the_same_shapes_traces_nothing(critic):
+    # Sizes no other test uses, so that the first diagnosis traces (or the check is void).
+    config = DiagnoseConfig(
+        env="lqg", env_options=SIZES["small"], horizon=6, estimator="svg1",
+        jacobians="learned", critic=critic, samples=7, batches=3, critic_hidden=8,
+        critic_samples=4, critic_steps=10, model_hidden=3, model_samples=4, model_steps=10,
+    )  # fmt: skip
+    with traces() as first:
+        diagnose(config)
+    assert first, "the trace listener heard nothing: the check below would be void"
+    counts = trace_counts()
+    with traces() as second:
+        diagnose(dataclasses.replace(config, seed=1))
+    assert trace_counts() == counts  # names the program that traced again, if one did
+    assert second == [], f"traced again: {second}"
 
 
 def test_bad_diagnose_configs_name_the_field_and_the_allowed_values():
