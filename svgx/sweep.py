@@ -37,6 +37,8 @@ every table in turn (numbered on across tables)::
     algo = "planner"
     n_envs = 16
 
+``group = []`` runs no svgx group: a file of ``[[baseline]]`` tables only.
+
 Brax's own agents run beside them, as ``[[baseline]]`` tables (the fields of
 :class:`svgx.baselines.BaselineArgs` but ``out``)::
 
@@ -121,12 +123,10 @@ def parse_all(text: str, where: str = "sweep file") -> tuple[list[Group], list[B
     hp_fields = {f.name for f in dataclasses.fields(Hyperparams)}
     _check_keys(data, config_fields | hp_fields | set(TOP_LEVEL), where)
     subgrids = data.get("group", [{}])
-    if (
-        not isinstance(subgrids, list)
-        or not subgrids
-        or not all(isinstance(t, dict) for t in subgrids)
-    ):
-        raise ValueError(f"{where}: group: must be one or more [[group]] tables")
+    if not isinstance(subgrids, list) or not all(isinstance(t, dict) for t in subgrids):
+        raise ValueError(f"{where}: group: must be [[group]] tables (or [], baselines only)")
+    if not subgrids and not data.get("baseline"):
+        raise ValueError(f"{where}: group = [] runs no svgx groups: add [[baseline]] tables")
     top = {k: v for k, v in data.items() if k not in ("group", "baseline")}
     groups = []
     for index, table in enumerate(subgrids):

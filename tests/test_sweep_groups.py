@@ -60,13 +60,14 @@ def test_a_file_without_group_tables_is_one_grid():
         ("[[group]]\nseeds = 0", "grid.toml: [[group]] 1: seeds=0: must be an integer >= 1"),
         ('[[group]]\nalgo = "svg2"', "algo='svg2': unknown algorithm"),
         ('[[group]]\n[[group.baseline]]\nalgo = "sac"', "unknown key(s) baseline"),
-        ("group = 3", "group: must be one or more [[group]] tables"),
+        ("group = 3", "group: must be [[group]] tables (or [], baselines only)"),
+        ("group = []", "group = [] runs no svgx groups: add [[baseline]] tables"),
     ],
 )
 def test_a_bad_group_table_is_an_error_naming_it(table, message):
     text = 'steps = 1000\nenv = "lqg"\n[[group]]\nalgo = "svg1_er"\n'
-    if table == "group = 3":
-        text = 'group = 3\nsteps = 1000\nenv = "lqg"\n'
+    if table.startswith("group ="):
+        text = f'{table}\nsteps = 1000\nenv = "lqg"\n'
     else:
         text += table
     with pytest.raises(ValueError) as error:
@@ -77,10 +78,16 @@ def test_a_bad_group_table_is_an_error_naming_it(table, message):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=str)
 def test_every_experiment_sweep_file_parses_and_builds_its_configurations(path):
     text = (ROOT / path).read_text()
-    groups, _ = sweep.parse_all(text, str(path))
-    assert groups
+    groups, baselines = sweep.parse_all(text, str(path))
+    assert groups or baselines
     for group in groups:
         assert len(group.members) == group.spec.seeds
         assert group.spec.config.make_env().name == group.spec.config.env
     # Each file says how to run it.
     assert f"svgx sweep {path}" in text
+
+
+def test_a_file_of_baselines_only():
+    text = 'group = []\nsteps = 1000\nenv = "lqg"\n[[baseline]]\nalgo = "sac"\n'
+    groups, baselines = sweep.parse_all(text)
+    assert groups == [] and [b.name for b in baselines] == ["b00-lqg-sac"]
