@@ -99,6 +99,7 @@ def plot_runs(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not metrics:
@@ -139,6 +140,7 @@ def plot_runs(
                 (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("environment steps (per seed)")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k, 2M: labels that fit
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8 if len(metrics) == 1 else 6)
