@@ -49,7 +49,30 @@ def curve(history: list[dict[str, np.ndarray]], metric: str = "eval_return"):
     return steps, values
 
 
-def label(path: pathlib.Path, n_seeds: int | None = None) -> str:
+# Shown in the method's name already, or not a setting.
+_NAMED = ("env", "algo", "jacobians", "iterations", "chunks")
+
+
+def distinguishing(groups: Sequence[pathlib.Path]) -> tuple[str, ...]:
+    """The Config fields whose values differ between svgx run directories (e.g. a sweep's
+    groups), which their names must show to tell them apart."""
+    configs = []
+    for g in groups:
+        description = json.loads((pathlib.Path(g) / rundir.CONFIG).read_text())
+        if "config" in description:
+            configs.append(description["config"])
+    if len(configs) < 2:
+        return ()
+    return tuple(
+        k
+        for k in configs[0]
+        if k not in _NAMED and len({json.dumps(c.get(k)) for c in configs}) > 1
+    )
+
+
+def label(path: pathlib.Path, n_seeds: int | None = None, fields: Sequence[str] = ()) -> str:
+    """A run's name in a legend: algorithm, Jacobian source, task, seeds, and the Config
+    ``fields`` that tell it from the other runs drawn."""
     baseline = _baseline(path)
     if baseline:
         return f"{baseline_name(baseline)} on {baseline['env']}, {baseline['seeds']} seeds"
@@ -59,7 +82,8 @@ def label(path: pathlib.Path, n_seeds: int | None = None) -> str:
         return path.name
     c = spec.config
     jac = f" ({c.jacobians})" if c.algorithm.uses_dynamics else ""
-    return f"{c.algo}{jac} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
+    named = "".join(f", {k}={getattr(c, k)}" for k in fields)
+    return f"{c.algo}{jac}{named} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
 
 
 def baseline_name(fields: dict) -> str:
@@ -119,6 +143,7 @@ def plot_runs(
                 f"metric {metric!r}: not recorded by {runs}; recorded: {', '.join(sorted(have))}"
             )
 
+    fields = distinguishing([d for d, _ in histories])
     columns = min(len(metrics), 2)
     rows = -(-len(metrics) // columns)
     size = (6.4, 4.0) if len(metrics) == 1 else (5.2 * columns, 3.6 * rows)
@@ -130,10 +155,11 @@ def plot_runs(
             steps, values = curve(history, metric)
             combos = rundir.member_labels(d)
             if combos is None:
-                combos = [(label(d), np.arange(values.shape[1]))]
+                combos = [(label(d, fields=fields), np.arange(values.shape[1]))]
             else:  # a sweep group: one curve per hyperparameter combination
                 combos = [
-                    (f"{label(d, len(m))}" + (f": {name}" if name else ""), m) for name, m in combos
+                    (label(d, len(m), fields) + (f": {name}" if name else ""), m)
+                    for name, m in combos
                 ]
             for name, members in combos:
                 mean, low, high = confidence_band(values[:, members], bounds=BOUNDS.get(metric))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from svgx import rundir
-from svgx.plot import BOUNDS, baseline_name, confidence_band
+from svgx.plot import BOUNDS, baseline_name, confidence_band, distinguishing
 
 SUCCESS_LEVEL = 0.5  # "steps to 50% success": the first evaluation whose mean over seeds >= this
 
@@ -58,7 +58,7 @@ def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row
             raise FileNotFoundError(f"{str(d)!r}: no such run or sweep directory")
         if sweep.is_sweep_dir(d):
             groups = sweep.group_dirs(d)
-            found.extend((g, _distinguishing(groups), True) for g in groups)
+            found.extend((g, distinguishing(groups), True) for g in groups)
         else:
             found.append((d, (), False))
     result = []
@@ -70,26 +70,6 @@ def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row
             raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
         result.extend(_rows(d, history, reference, fields))
     return result
-
-
-# Shown in the method's name already, or not a setting.
-_NAMED = ("env", "algo", "jacobians", "iterations", "chunks")
-
-
-def _distinguishing(groups: Sequence[pathlib.Path]) -> tuple[str, ...]:
-    """The Config fields whose values differ between a sweep's svgx groups."""
-    configs = []
-    for g in groups:
-        description = json.loads((g / rundir.CONFIG).read_text())
-        if "config" in description:
-            configs.append(description["config"])
-    if len(configs) < 2:
-        return ()
-    return tuple(
-        k
-        for k in configs[0]
-        if k not in _NAMED and len({json.dumps(c.get(k)) for c in configs}) > 1
-    )
 
 
 def _rows(

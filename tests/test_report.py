@@ -161,3 +161,21 @@ def test_the_band_is_a_t_interval_clipped_to_the_metrics_range():
     assert (low[0], high[0]) == (0.0, 1.0)
     _, low, high = plot.confidence_band(np.array([[0.0, 1.0, 1.0, 1.0, 1.0]]), bounds=(0, 1))
     assert 0 < low[0] and high[0] == 1.0
+
+
+def test_curve_labels_name_what_tells_the_runs_apart(tmp_path):
+    dirs = []
+    for name, hidden in (("g00", (200, 100)), ("g01", (50, 100))):
+        d = tmp_path / name
+        svgx_run(d, [[0, 1]], [[1.0, 2.0]], wall=[2], compile_time=1.0)
+        spec = rundir.read_spec(d)
+        config = dataclasses.replace(spec.config, critic_hidden=hidden)
+        atomic_write_text(d / rundir.CONFIG, dataclasses.replace(spec, config=config).to_json())
+        dirs.append(d)
+    fields = plot.distinguishing(dirs)
+    assert fields == ("critic_hidden",)
+    assert [plot.label(d, fields=fields) for d in dirs] == [
+        "svg1_er (simulator), critic_hidden=(200, 100) on lqg, 2 seeds",
+        "svg1_er (simulator), critic_hidden=(50, 100) on lqg, 2 seeds",
+    ]
+    assert plot.distinguishing(dirs[:1]) == ()
