@@ -36,7 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from svgx import rundir
+from svgx import export_cache, rundir
 from svgx.config import Config, Hyperparams
 from svgx.divergence import (
     NonFiniteError,
@@ -99,24 +99,73 @@ def compiler_options() -> dict | None:
     return {"xla_backend_optimization_level": 0} if os.environ.get(FAST_COMPILE) == "1" else None
 
 
-def compiled(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh | None = None):
-    """``(init, chunk, evaluate)``, each ``jit(vmap(…))`` over seeds; ``evaluate``
-    also reports, per part, whether each seed's parameters are all finite. With a
-    ``mesh`` (:func:`seed_mesh`), every output stays sharded over seeds, so the state a
-    chunk returns has the layout the next chunk was compiled for."""
+def _vmapped(config: Config, hparams: Hyperparams, n_seeds: int):
+    """``(init, chunk, evaluate)`` of ``config``, ``vmap`` ped over seeds (not jitted)."""
     train = make_train(config)
     axes = hyperparams_axes(hparams, n_seeds)
-    sharded = None if mesh is None else NamedSharding(mesh, PartitionSpec("seeds"))
-    options = dict(compiler_options=compiler_options(), out_shardings=sharded)
 
     def evaluate_and_check(state, key):
         finite = {part: all_finite(tree) for part, tree in parameters(state).items()}
         return train.evaluate(state, key), finite
 
-    init = jax.jit(jax.vmap(train.init, in_axes=(0, axes)), **options)
-    chunk = jax.jit(jax.vmap(train.chunk, in_axes=(0, axes)), donate_argnums=0, **options)
-    evaluate = jax.jit(jax.vmap(evaluate_and_check), **options)
-    return init, chunk, evaluate
+    return (
+        jax.vmap(train.init, in_axes=(0, axes)),
+        jax.vmap(train.chunk, in_axes=(0, axes)),
+        jax.vmap(evaluate_and_check),
+    )
+
+
+def _jit_options(mesh: Mesh | None) -> dict:
+    sharded = None if mesh is None else NamedSharding(mesh, PartitionSpec("seeds"))
+    return dict(compiler_options=compiler_options(), out_shardings=sharded)
+
+
+def compiled(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh | None = None):
+    """``(init, chunk, evaluate)``, each ``jit(vmap(…))`` over seeds; ``evaluate``
+    also reports, per part, whether each seed's parameters are all finite. With a
+    ``mesh`` (:func:`seed_mesh`), every output stays sharded over seeds, so the state a
+    chunk returns has the layout the next chunk was compiled for."""
+    init, chunk, evaluate = _vmapped(config, hparams, n_seeds)
+    options = _jit_options(mesh)
+    return (
+        jax.jit(init, **options),
+        jax.jit(chunk, donate_argnums=0, **options),
+        jax.jit(evaluate, **options),
+    )
+
+
+def programs(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh):
+    """:func:`compiled`'s programs as :func:`run` uses them: with the export cache
+    (:mod:`svgx.export_cache`; on unless ``SVGX_EXPORT_CACHE=0``) on a one-device mesh,
+    each is traced once and loaded from the cache by later runs. Each has
+    ``lower(*args)`` (then ``.compile()``), as a jitted function does."""
+    if not (export_cache.enabled() and mesh.devices.size == 1 and jax.process_count() == 1):
+        return compiled(config, hparams, n_seeds, mesh)
+    init, chunk, evaluate = _vmapped(config, hparams, n_seeds)
+    options = _jit_options(mesh)
+
+    def program(function, name, state_tree, returns, **extra):
+        return export_cache.CachedProgram(
+            function, name, config, state_tree, returns, dict(options, **extra)
+        )
+
+    return (
+        program(
+            lambda keys, hp: (init(keys, hp), None),
+            "init",
+            lambda keys, hp: jax.tree.structure(jax.eval_shape(init, keys, hp)),
+            "state",
+        ),
+        program(
+            chunk, "chunk", lambda state, hp: jax.tree.structure(state), "both", donate_argnums=0
+        ),
+        program(
+            lambda state, keys: (None, evaluate(state, keys)),
+            "evaluate",
+            lambda state, keys: None,
+            "aux",
+        ),
+    )
 
 
 def seed_mesh(n_seeds: int, devices=None) -> Mesh:
@@ -201,7 +250,7 @@ def run(
         dtype = jnp.float64 if config.float64 else jnp.float32
         hparams = hparams.as_arrays(dtype)
         mesh = seed_mesh(seeds, devices)
-        init, chunk, evaluate = compiled(config, hparams, seeds, mesh)
+        init, chunk, evaluate = programs(config, hparams, seeds, mesh)
         hp = _put(hparams, mesh)
         eval_keys = _put(evaluation_keys(seed, seeds), mesh)  # the same episodes every time
         wall = time.perf_counter()

@@ -4,6 +4,9 @@ import os
 # programs compile without LLVM's backend optimisations (svgx.runner.FAST_COMPILE;
 # measured 64 s -> 38 s for two training cases). Subprocesses inherit it.
 os.environ.setdefault("SVGX_FAST_COMPILE", "1")
+# Tests monkeypatch tasks and algorithms, which the export cache's key (made from source
+# files) cannot see; tests/test_warm_start.py turns it on where it is the subject.
+os.environ.setdefault("SVGX_EXPORT_CACHE", "0")
 
 import pytest
 
