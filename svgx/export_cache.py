@@ -19,7 +19,9 @@ the program that runs is the one loaded from the cache's bytes, so results do no
 depend on whether the entry was there.
 
 Only single-device programs are cached (several devices or processes trace as
-before). ``SVGX_EXPORT_CACHE=0`` turns the cache off (do so when patching code at run time:
+before). It is on by default on CPU only (``SVGX_EXPORT_CACHE=1`` turns it on elsewhere:
+unchecked there, see :func:`enabled`). ``SVGX_EXPORT_CACHE=0`` turns the cache off
+(do so when patching code at run time:
 it is not in a file, so not in the key; the test suite does); its directory is
 ``$SVGX_EXPORT_CACHE_DIR``, else ``exported/`` inside the compilation cache's
 directory (``~/.cache/svgx/jax/exported`` by default); deleting it clears the cache.
@@ -70,10 +72,17 @@ EVENTS: list[tuple[str, str]] = []
 
 
 def enabled() -> bool:
-    """``SVGX_EXPORT_CACHE`` (``0`` is off; on when unset). Code patched at run time
-    (monkeypatching a task or an algorithm) is not in the key, which is made from source
-    files: turn the cache off there (the test suite does, in tests/conftest.py)."""
-    return os.environ.get(ENV_VAR) != "0"
+    """``SVGX_EXPORT_CACHE``: ``0`` off, ``1`` on; unset, on for the CPU backend only.
+    On GPU and TPU it is off unless asked for: a loaded program skips the lazy set-up
+    that jaxlib gives some kernels when it lowers them (on CPU, LAPACK's, which
+    :func:`_load` does by hand), and that has only been checked on CPU. Code patched at
+    run time (monkeypatching a task or an algorithm) is not in the key, which is made
+    from source files: turn the cache off there (the test suite does, in
+    tests/conftest.py)."""
+    value = os.environ.get(ENV_VAR)
+    if value is not None:
+        return value != "0"
+    return jax.default_backend() == "cpu"
 
 
 def directory() -> pathlib.Path:

@@ -132,3 +132,13 @@ def test_the_key_covers_config_inputs_and_salt(monkeypatch):
     monkeypatch.setenv(export_cache.SALT_VAR, "edited")
     others.append(export_cache.key("chunk", CONFIG, leaves, n_devices=1))
     assert len({key, *others}) == len(others) + 1
+
+
+@pytest.mark.parametrize(("value", "on"), [("0", False), ("1", True), (None, "cpu")])
+def test_on_by_default_on_cpu_only(monkeypatch, value, on):
+    if value is None:
+        monkeypatch.delenv(export_cache.ENV_VAR, raising=False)
+        on = jax.default_backend() == "cpu"  # unchecked on GPU/TPU: off there unless asked
+    else:
+        monkeypatch.setenv(export_cache.ENV_VAR, value)
+    assert export_cache.enabled() is on
