@@ -33,10 +33,12 @@ demo-lqg: $(STAMP)
 	  --batch-size 64 --critic-hidden 64 64 --policy-lr 1e-3 --gamma 1 --init-std 0.3 --tau 0.05 \
 	  --reward-scale 0.05
 
-# Lint and format check (ruff), then the tests in two worker processes: the suite
+# System packages pip cannot bring (headless OpenGL), lint and format check (ruff),
+# then the tests in two worker processes: the suite
 # is bound by single-threaded XLA compilation and tracing, so one process leaves
 # a core idle.
 test: $(STAMP)
+	scripts/install-system-packages
 	$(VENV)/bin/ruff check svgx envs tests experiments
 	$(VENV)/bin/ruff format --check svgx envs tests experiments
 	$(VENV)/bin/python -m pytest -q -n 2 --dist worksteal

@@ -154,9 +154,10 @@ def test_render_states_checks_the_states():
         render.render_states(env, np.zeros((3, 5)))
 
 
-def test_ci_installs_and_readme_names_the_gl_packages():
+def test_make_test_installs_and_readme_names_the_gl_packages():
     root = pathlib.Path(__file__).resolve().parents[1]
-    ci = (root / ".ci" / "run").read_text()
-    assert f"gl_packages=({' '.join(render.GL_PACKAGES)})" in ci
+    script = (root / "scripts" / "install-system-packages").read_text()
+    assert f"gl_packages=({' '.join(render.GL_PACKAGES)})" in script
+    assert "scripts/install-system-packages" in (root / "Makefile").read_text()
     readme = " ".join((root / "README.md").read_text().split())
     assert f"apt-get install {' '.join(render.GL_PACKAGES)}" in readme
