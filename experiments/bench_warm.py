@@ -59,19 +59,11 @@ def worker(args: Args) -> dict:
     import numpy as np
 
     import svgx
+    from experiments.bench_train import config as cartpole_config
     from svgx import export_cache, rundir, runner
-    from svgx.config import Config
 
     svgx.enable_compilation_cache(args.cache)
-    config = Config(
-        env="cartpole",
-        env_options=dict(horizon=args.horizon),
-        algo="svg1_er",
-        n_envs=args.n_envs,
-        iterations=args.iterations,
-        chunks=2,
-        batch_size=64,
-    )
+    config = cartpole_config(args)  # bench_train's svg1_er on cartpole, at these sizes
     first, chunks = {}, []
 
     def progress(line):
