@@ -99,11 +99,17 @@ def value_expansion_terms(
     value: Value | None,
     stretch: Transition,
     gamma: float | Float[Array, ""],
+    eta: Float[Array, "k n_a"] | None = None,
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """The two terms of ``L_k(θ)`` of one stretch (leaves ``[k, …]``): the reward sum
     ``Σ_{t=j}^{j+k−1} γ^{t−j} r(ŝ_t, â_t, t)`` and the bootstrap ``γ^k V(ŝ_{j+k}, j+k)``
-    (0 for ``value=None``, SVG(∞))."""
-    eta, xi = infer_noises(policy, dynamics, stretch)
+    (0 for ``value=None``, SVG(∞)).
+
+    ``eta`` replaces the inferred policy noises: fresh ``η ~ N(0, I)`` rebuild the
+    stretch with the current policy's own actions from the replayed ``s_j`` (the
+    dynamics noises ``ξ`` are still inferred from the recorded transitions)."""
+    inferred, xi = infer_noises(policy, dynamics, stretch)
+    eta = inferred if eta is None else jax.lax.stop_gradient(eta)
     states, _, total = rebuild(policy, dynamics, reward, stretch.s[0], stretch.t, eta, xi, gamma)
     if value is None:
         return total, jnp.zeros_like(total)
@@ -151,20 +157,25 @@ def svg_loss(
     gamma: float | Float[Array, ""],
     truncation: float | Float[Array, ""] | None = None,
     weights: Float[Array, " batch"] | None = None,
+    eta: Float[Array, "batch k n_a"] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
     """SVG(k) for a batch of stretches (leaves ``[batch, k, …]``): ``−mean(w L_k)``.
 
     ``value=None`` is SVG(∞) (stretches are whole episodes). ``truncation`` is the
     importance-weight cap ``c`` for replayed data (None: on-policy, ``w = 1``);
-    ``weights`` multiplies further per-stretch weights (e.g. ``γ^{t_j}``).
+    ``weights`` multiplies further per-stretch weights (e.g. ``γ^{t_j}``). ``eta``,
+    fresh policy noises, replaces the inferred ones (:func:`value_expansion_terms`):
+    the actions are then the current policy's and need no importance weight.
 
     ``aux`` holds ``importance_weight`` (``w``), ``surrogate`` (``L_k``) and its two
     terms (:func:`value_expansion_terms`), ``reward_sum`` and ``bootstrap``, per stretch.
     """
     w = _weights(policy, batch, truncation, weights)
     reward_sum, bootstrap = jax.vmap(
-        lambda stretch: value_expansion_terms(policy, dynamics, reward, value, stretch, gamma)
-    )(batch)
+        lambda stretch, eta: value_expansion_terms(
+            policy, dynamics, reward, value, stretch, gamma, eta
+        )
+    )(batch, eta)
     surrogate = reward_sum if value is None else reward_sum + bootstrap
     aux = {
         "importance_weight": w,

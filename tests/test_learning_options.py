@@ -194,6 +194,25 @@ def test_n_step_targets_need_a_replay_algorithm_with_v():
         Hyperparams(entropy_coef=-0.1).check()
 
 
+def test_fresh_actions_train_without_importance_weights_and_the_flag_names_its_values():
+    """svg1_er and svgk_er with ``actions="fresh"`` train through the loop; their policy
+    step reports no importance weights (it uses none), the paper's does."""
+    for algo, options in (("svg1_er", {}), ("svgk_er", {"k": 2})):
+        fresh = Config(algo=algo, algo_options={**options, "actions": "fresh"}, **LQG)
+        result = runner.run(fresh, Hyperparams(), seeds=2, progress=lambda line: None)
+        last = result.metrics[-1]
+        assert np.isfinite(last["policy_loss"]).all() and last["nonfinite_updates"].sum() == 0
+        assert "importance_weight_mean" not in last
+    paper = runner.run(
+        Config(algo="svg1_er", **LQG), Hyperparams(), seeds=1, progress=lambda line: None
+    )
+    assert "importance_weight_mean" in paper.metrics[-1]
+    with pytest.raises(ValueError, match="actions='new': must be one of replayed, fresh"):
+        Config(algo="svg1_er", algo_options={"actions": "new"})
+    spec = resolve("--env", "lqg", "--algo", "svgk_er", "--actions", "fresh", "--k", "3")
+    assert spec.config.algo_options == {"actions": "fresh", "k": 3}
+
+
 # --- tuned settings per task, used by svgx train ----------------------------------------
 
 

@@ -13,6 +13,13 @@ name         estimator                          data      paper
 ``svgk_er``  SVG(k): ``k`` steps + ``V``        replay    §8 (an extension)
 ``svg0_er``  SVG(0): ``Q(s, π(s, η))``          replay    §4.3, Alg. 3
 ===========  =================================  ========  ====================
+
+The replayed ones take ``actions``: ``"replayed"`` (the paper's: the stretch is
+rebuilt around the recorded actions, whose policy noises are inferred, and weighted
+by truncated importance weights) or ``"fresh"`` (the current policy's actions with
+fresh noise from the replayed start state, no importance weights; the replayed
+states stand for the state distribution, as in DDPG and SAC. With ``k`` steps this
+is the model-based actor of SAC-SVG(H), Amos et al. 2021).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -54,6 +62,10 @@ class ValueExpansion(Algorithm):
             ready = replay.count_sequence_starts(inputs.buffer, self.depth) > 0
             batch = replay.sample_sequences(inputs.buffer, key, inputs.batch_size, self.depth)
             truncation = hp.truncation
+        eta = None
+        if self.fresh_actions:
+            eta = jax.random.normal(jax.random.fold_in(key, 1), batch.a.shape, batch.a.dtype)
+            truncation = None
 
         def loss(policy):
             return estimators.svg_loss(
@@ -64,12 +76,19 @@ class ValueExpansion(Algorithm):
                 batch,
                 gamma=hp.gamma,
                 truncation=truncation,
+                eta=eta,
             )
 
         return loss, ready
 
+    @property
+    def fresh_actions(self) -> bool:
+        """Whether the stretches are rebuilt with fresh policy noise (no importance weights)."""
+        return False
+
     def policy_metrics(self, aux):
-        return importance_weight_metrics(aux) if self.data == "replay" else {}
+        weighted = self.data == "replay" and not self.fresh_actions
+        return importance_weight_metrics(aux) if weighted else {}
 
     def learning_metrics(self, policy, inputs, *, key):
         """The norms of the two parts of the SVG gradient on one batch
@@ -101,25 +120,52 @@ class SVG1(ValueExpansion):
     data, critic, depth = "episodes", "v", 1
 
 
-@dataclasses.dataclass(frozen=True)
-class SVG1Replay(ValueExpansion):
-    """SVG(1) with experience replay (paper §4.3, Alg. 2): replayed transitions."""
-
-    data, critic, depth = "replay", "v", 1
+ACTIONS = ("replayed", "fresh")
 
 
 @dataclasses.dataclass(frozen=True)
-class SVGKReplay(ValueExpansion):
+class _Replayed(ValueExpansion):
+    """A value expansion on replayed stretches, rebuilt around the recorded actions or
+    with the current policy's own (module docstring)."""
+
+    data, critic = "replay", "v"
+    actions: str = "replayed"
+
+    def __post_init__(self):
+        if self.actions not in ACTIONS:
+            raise ValueError(f"actions={self.actions!r}: must be one of {', '.join(ACTIONS)}")
+
+    @property
+    def fresh_actions(self) -> bool:
+        return self.actions == "fresh"
+
+
+@dataclasses.dataclass(frozen=True)
+class SVG1Replay(_Replayed):
+    """SVG(1) with experience replay (paper §4.3, Alg. 2): replayed transitions.
+
+    Attributes:
+      actions: "replayed" (the paper's: recorded actions, importance-weighted) or
+        "fresh" (the current policy's, unweighted) in the replayed stretches.
+    """
+
+    depth = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SVGKReplay(_Replayed):
     """SVG(k) with experience replay (paper §8): replayed stretches of ``k`` steps.
 
     Attributes:
+      actions: "replayed" (the paper's: recorded actions, importance-weighted) or
+        "fresh" (the current policy's, unweighted) in the replayed stretches.
       k: stretch length of svgk_er, 1 <= k <= the task's horizon.
     """
 
-    data, critic = "replay", "v"
     k: int = 5
 
     def __post_init__(self):
+        super().__post_init__()
         check_int("k", self.k, 1)
 
     @property
