@@ -79,24 +79,22 @@ def test_svg_inf_with_simulator_jacobians_is_backpropagation_through_time(name):
         zero = jnp.zeros(env.noise_size, jnp.float64)
         ts = jnp.arange(env.horizon)
 
-        def rollout_return(policy):
+        def rollout_return(policy):  # (return, the rollout as data: s, a, r, s')
             def body(s, inputs):
                 t, eta_t = inputs
                 a = policy.action(s, eta_t)
-                return env.transition(s, a, zero), env.reward(s, a, t)
+                s_next = env.transition(s, a, zero)
+                r = env.reward(s, a, t)
+                return s_next, (s, a, r, s_next)
 
-            return jax.lax.scan(body, s_0, (ts, eta))[1].sum()
+            data = jax.lax.scan(body, s_0, (ts, eta))[1]
+            return data[2].sum(), jax.lax.stop_gradient(data)
 
-        bptt = eqx.filter_grad(rollout_return)(policy)
-
-        # Record the same rollout as data, then estimate from the data alone.
-        def record(s, inputs):
-            t, eta_t = inputs
-            a = policy.action(s, eta_t)
-            s_next = env.transition(s, a, zero)
-            return s_next, (s, a, env.reward(s, a, t), s_next)
-
-        s, a, r, s_next = jax.lax.scan(record, s_0, (ts, eta))[1]
+        # One compiled program: the gradient of the return, and the same rollout recorded
+        # as data, from which the estimator then estimates alone.
+        bptt, (s, a, r, s_next) = eqx.filter_jit(eqx.filter_grad(rollout_return, has_aux=True))(
+            policy
+        )
         data = estimators.Transition(
             s=s,
             a=a,

@@ -159,14 +159,15 @@ def test_vmapped_seeds_equal_sequential_seeds_and_runs_repeat_exactly():
     train = make_train(config)
     hp = Hyperparams().as_arrays()
     keys = jax.random.split(jax.random.key(3), 2)
-    _, together = jax.jit(jax.vmap(train.train, in_axes=(0, None)))(keys, hp)
-    one_at_a_time = [jax.jit(train.train)(key, hp)[1] for key in keys]
+    vmapped, single = jax.jit(jax.vmap(train.train, in_axes=(0, None))), jax.jit(train.train)
+    _, together = vmapped(keys, hp)
+    one_at_a_time = [single(key, hp)[1] for key in keys]
     for name, values in together.items():
         for seed in range(2):
             np.testing.assert_allclose(
                 values[seed], one_at_a_time[seed][name], rtol=1e-4, atol=1e-5, err_msg=name
             )
-    _, again = jax.jit(jax.vmap(train.train, in_axes=(0, None)))(keys, hp)
+    _, again = vmapped(keys, hp)
     for name in together:  # bit-identical
         np.testing.assert_array_equal(
             np.asarray(together[name]), np.asarray(again[name]), err_msg=name
