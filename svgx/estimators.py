@@ -255,6 +255,43 @@ def planner_loss(
     return -jnp.mean(surrogate), {"surrogate": surrogate}
 
 
+def simulated_return(
+    policy: GaussianPolicy,
+    dynamics: Dynamics,
+    reward: Reward,
+    s: Float[Array, " n_s"],
+    t: Int[Array, ""],
+    *,
+    key: PRNGKeyArray,
+    steps: int,
+    gamma: float | Float[Array, ""],
+    horizon: int,
+) -> tuple[Float[Array, ""], Float[Array, " n_s"], Int[Array, ""], Float[Array, ""]]:
+    """``(Σ_{i<k} γ^i r_i, s_k, t_k, γ^k)`` of ``k = min(steps, horizon − t)`` steps of the
+    policy's own actions (fresh noise) through ``dynamics`` (fresh noise) from ``(s, t)``:
+    what an n-step target ``Σ_{i<k} γ^i r_i + γ^k V'(s_k, t_k)`` of the current policy
+    needs, with no importance weight. Held out of the gradient."""
+
+    def body(carry, key_step):
+        s, t, discount, total = carry
+        key_action, key_noise = jax.random.split(key_step)
+        a, _ = policy.sample(s, key=key_action)
+        inside = t < horizon
+        s_next = dynamics(s, a, dynamics.sample_noise(key_noise))
+        total = total + jnp.where(inside, discount * reward(s, a, t), 0.0)
+        carry = (
+            jnp.where(inside, s_next, s),
+            jnp.where(inside, t + 1, t),
+            jnp.where(inside, discount * gamma, discount),
+            total,
+        )
+        return carry, None
+
+    start = (s, jnp.asarray(t), jnp.ones((), s.dtype), jnp.zeros((), s.dtype))
+    s_k, t_k, discount, total = jax.lax.scan(body, start, jax.random.split(key, steps))[0]
+    return jax.lax.stop_gradient((total, s_k, t_k, discount))
+
+
 def policy_action_size(policy: GaussianPolicy, s: Float[Array, " n_s"]) -> int:
     return jax.eval_shape(policy.mean_action, s).shape[0]
 

@@ -385,6 +385,31 @@ def make_train(config: Config) -> Train:
         )
         return batch, weights, (discount, t_k)
 
+    def fresh_value_batch(state: TrainState, hp, key):
+        """``V``'s data simulated with the current policy's own actions
+        (``algorithm.dynamics_targets``): ``(batch, weights 1, (γ^k, t_k))``, ``batch.r``
+        and ``batch.s_next`` as :func:`n_step_batch` makes them, from ``critic_n_step``
+        steps through the Jacobian source's dynamics from replayed ``(s, t)``
+        (:func:`estimators.simulated_return`)."""
+        key_batch, key_rollout = jax.random.split(key)
+        batch = replay.sample(state.buffer, key_batch, config.batch_size)
+        dynamics = make_dynamics(config.jacobians, env, state.model)
+        total, s_k, t_k, discount = jax.vmap(
+            lambda s, t, key: estimators.simulated_return(
+                state.policy,
+                dynamics,
+                env.reward,
+                s,
+                t,
+                key=key,
+                steps=config.critic_n_step,
+                gamma=hp.gamma,
+                horizon=horizon,
+            )
+        )(batch.s, batch.t, jax.random.split(key_rollout, config.batch_size))
+        batch = eqx.tree_at(lambda b: (b.r, b.s_next), batch, (total, s_k))
+        return batch, jnp.ones(config.batch_size, total.dtype), (discount, t_k)
+
     def critic_values(critic, batch: Transition):
         """``V(s, t)`` or ``Q(s, a, t)`` of a batch of transitions."""
         if algorithm.critic == "q":
@@ -395,7 +420,9 @@ def make_train(config: Config) -> Train:
         """The critic's regression problem ``(batch, weights, y)``: a batch, its weights and
         its TD(0) targets from the target network (n-step for ``V`` with ``critic_n_step``
         > 1); ``Q``'s next actions are the algorithm's."""
-        if config.critic_n_step > 1:
+        if algorithm.dynamics_targets and algorithm.critic == "v":
+            batch, weights, (discount, t_next) = fresh_value_batch(state, hp, key_batch)
+        elif config.critic_n_step > 1:
             batch, weights, (discount, t_next) = n_step_batch(state, hp, key_batch)
         else:
             batch, weights = critic_batch(state, hp, key_batch, episodes)

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from small import TINY_LQG
 
-from svgx import critics, replay, runner
+import envs
+from svgx import critics, estimators, replay, rollout, runner
 from svgx.config import Config, Hyperparams
+from svgx.dynamics import SimulatorDynamics
 from svgx.policy import linear_policy, mlp_policy
 from svgx.replay import Transition
 
@@ -211,6 +213,64 @@ def test_fresh_actions_train_without_importance_weights_and_the_flag_names_its_v
         Config(algo="svg1_er", algo_options={"actions": "new"})
     spec = resolve("--env", "lqg", "--algo", "svgk_er", "--actions", "fresh", "--k", "3")
     assert spec.config.algo_options == {"actions": "fresh", "k": 3}
+
+
+def test_simulated_return_is_the_policys_own_n_step_return_and_stops_at_the_horizon():
+    """``targets="dynamics"``: on a deterministic task with the simulator, the target's
+    reward sum, last state and discount are those of the policy's own actions from the
+    replayed state (here a policy that samples its mean action, so that rollout.episode
+    records the same steps), and a start 2 steps before the horizon takes 2 steps, not 5."""
+
+    class MeanActions(eqx.Module):
+        policy: object
+
+        def sample(self, s, *, key):
+            return self.policy.mean_action(s), None
+
+    with jax.enable_x64(True):
+        env = envs.make("lqg", horizon=10, noise_scale=0.0)
+        policy = linear_policy(env.state_size, env.action_size, K=jnp.array([[-0.3, -0.5]]))
+        s = env.reset(jax.random.key(0)).astype(jnp.float64)
+        dynamics = SimulatorDynamics(env)
+
+        def simulated(t):
+            return estimators.simulated_return(
+                MeanActions(policy),
+                dynamics,
+                env.reward,
+                s,
+                jnp.asarray(t),
+                key=jax.random.key(1),
+                steps=5,
+                gamma=0.9,
+                horizon=env.horizon,
+            )
+
+        for t_0, k in ((3, 5), (8, 2)):
+            data = rollout.episode(
+                env, policy, jax.random.key(2), steps=k, s_0=s, t_0=t_0, deterministic=True
+            )
+            total, s_k, t_k, discount = simulated(t_0)
+            np.testing.assert_allclose(total, np.sum(0.9 ** np.arange(k) * data.r), rtol=1e-7)
+            np.testing.assert_allclose(s_k, data.s_next[-1], rtol=1e-7, atol=1e-12)
+            assert int(t_k) == t_0 + k and np.isclose(discount, 0.9**k)
+
+
+def test_dynamics_targets_train_with_either_jacobian_source():
+    for jacobians in ("simulator", "learned"):
+        config = Config(
+            algo="svg1_er",
+            algo_options={"actions": "fresh", "targets": "dynamics"},
+            critic_n_step=3,
+            jacobians=jacobians,
+            **LQG,
+        )
+        result = runner.run(config, Hyperparams(), seeds=2, progress=lambda line: None)
+        last = result.metrics[-1]
+        assert np.isfinite(last["value_loss"]).all() and last["nonfinite_updates"].sum() == 0
+        assert np.isfinite(last["critic_explained_variance"]).all()
+    with pytest.raises(ValueError, match="targets='model': must be one of replayed, dynamics"):
+        Config(algo="svg1_er", algo_options={"targets": "model"})
 
 
 # --- tuned settings per task, used by svgx train ----------------------------------------

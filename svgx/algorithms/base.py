@@ -77,6 +77,13 @@ class Algorithm(abc.ABC):
     uses_dynamics: ClassVar[bool]
 
     @property
+    def dynamics_targets(self) -> bool:
+        """Whether ``V``'s targets are simulated from replayed states with the current
+        policy's own actions through the Jacobian source's dynamics, unweighted (default:
+        False: recorded steps, importance-weighted)."""
+        return False
+
+    @property
     def sequence_length(self) -> int:
         """Longest replayed stretch the policy loss samples (the buffer holds at least this
         many rows)."""

@@ -19,7 +19,12 @@ rebuilt around the recorded actions, whose policy noises are inferred, and weigh
 by truncated importance weights) or ``"fresh"`` (the current policy's actions with
 fresh noise from the replayed start state, no importance weights; the replayed
 states stand for the state distribution, as in DDPG and SAC. With ``k`` steps this
-is the model-based actor of SAC-SVG(H), Amos et al. 2021).
+is the model-based actor of SAC-SVG(H), Amos et al. 2021), and ``targets``:
+``"replayed"`` (``V``'s TD targets from recorded steps, importance-weighted, as the
+paper) or ``"dynamics"`` (``critic_n_step`` steps of the current policy's own actions
+through the Jacobian source's dynamics from the replayed state, then ``V'``: the
+model-based value expansion of Feinberg et al. 2018, unweighted; with the simulator
+on a deterministic task, a sample of the current policy's own return).
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ class ValueExpansion(Algorithm):
 
     @property
     def fresh_actions(self) -> bool:
-        """Whether the stretches are rebuilt with fresh policy noise (no importance weights)."""
+        """Whether replayed stretches are rebuilt with fresh policy noise (no weights)."""
         return False
 
     def policy_metrics(self, aux):
@@ -121,6 +126,7 @@ class SVG1(ValueExpansion):
 
 
 ACTIONS = ("replayed", "fresh")
+TARGETS = ("replayed", "dynamics")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,14 +136,22 @@ class _Replayed(ValueExpansion):
 
     data, critic = "replay", "v"
     actions: str = "replayed"
+    targets: str = "replayed"
 
     def __post_init__(self):
-        if self.actions not in ACTIONS:
-            raise ValueError(f"actions={self.actions!r}: must be one of {', '.join(ACTIONS)}")
+        for name, allowed in (("actions", ACTIONS), ("targets", TARGETS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r}: must be one of {', '.join(allowed)}"
+                )
 
     @property
     def fresh_actions(self) -> bool:
         return self.actions == "fresh"
+
+    @property
+    def dynamics_targets(self) -> bool:
+        return self.targets == "dynamics"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +161,9 @@ class SVG1Replay(_Replayed):
     Attributes:
       actions: "replayed" (the paper's: recorded actions, importance-weighted) or
         "fresh" (the current policy's, unweighted) in the replayed stretches.
+      targets: V's TD targets: "replayed" (the paper's: recorded steps,
+        importance-weighted) or "dynamics" (critic_n_step steps of the current policy
+        through the dynamics, unweighted).
     """
 
     depth = 1
@@ -159,6 +176,9 @@ class SVGKReplay(_Replayed):
     Attributes:
       actions: "replayed" (the paper's: recorded actions, importance-weighted) or
         "fresh" (the current policy's, unweighted) in the replayed stretches.
+      targets: V's TD targets: "replayed" (the paper's: recorded steps,
+        importance-weighted) or "dynamics" (critic_n_step steps of the current policy
+        through the dynamics, unweighted).
       k: stretch length of svgk_er, 1 <= k <= the task's horizon.
     """
 
