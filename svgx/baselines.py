@@ -63,6 +63,8 @@ class BaselineArgs:
     """discount factor γ (PPO and SAC)."""
     reward_scaling: float = 1.0
     """factor on the rewards the learner sees (PPO, SAC); evaluations report the task's own."""
+    apg_horizon: int = 32
+    """APG's truncation length (horizon_length), at most the task's horizon."""
     overwrite: bool = False
     """replace a run already in --out."""
 
@@ -82,6 +84,7 @@ def trainer(
     learning_rate: float = 3e-4,
     discounting: float = 0.99,
     reward_scaling: float = 1.0,
+    apg_horizon: int = 32,
 ):
     """Brax's ``train`` for ``algo`` with svgx's sizes; returns
     ``(make_policy, params, metrics)``."""
@@ -140,7 +143,7 @@ def trainer(
     from brax.training.agents.apg import networks, train
 
     factory = functools.partial(networks.make_apg_networks, hidden_layer_sizes=hidden)
-    horizon, policy_updates, _ = apg_schedule(env, steps, n_envs, evaluations)
+    horizon, policy_updates, _ = apg_schedule(env, steps, n_envs, evaluations, apg_horizon)
     return train.train(
         **common,
         policy_updates=policy_updates,
@@ -150,10 +153,12 @@ def trainer(
     )
 
 
-def apg_schedule(env, steps: int, n_envs: int, evaluations: int) -> tuple[int, int, int]:
+def apg_schedule(
+    env, steps: int, n_envs: int, evaluations: int, apg_horizon: int = 32
+) -> tuple[int, int, int]:
     """APG's ``(horizon_length, policy_updates, env steps per evaluation index)``: Brax's
     APG reports the evaluation index, not environment steps, to ``progress_fn``."""
-    horizon = min(32, env.horizon)
+    horizon = min(apg_horizon, env.horizon)
     policy_updates = max(evaluations, steps // (n_envs * horizon))
     updates_per_epoch = round(policy_updates / max(evaluations - 1, 1))
     return horizon, policy_updates, updates_per_epoch * n_envs * horizon
@@ -168,7 +173,15 @@ def check_args(args: BaselineArgs):
             f"algo={args.algo!r}: unknown Brax baseline; valid: {', '.join(ALGORITHMS)}"
         )
     env = envs.make(args.env, **args.env_options)
-    counts = ("steps", "seeds", "n_envs", "evaluations", "batch_size", "updates_per_step")
+    counts = (
+        "steps",
+        "seeds",
+        "n_envs",
+        "evaluations",
+        "batch_size",
+        "updates_per_step",
+        "apg_horizon",
+    )
     for name in counts:
         value = getattr(args, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -207,7 +220,9 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
     description = dict(format=rundir.FORMAT, baseline=dataclasses.asdict(args))
     atomic_write_text(out / rundir.CONFIG, json.dumps(description, indent=2))
     step_scale = (
-        apg_schedule(env, args.steps, args.n_envs, args.evaluations)[2] if args.algo == "apg" else 1
+        apg_schedule(env, args.steps, args.n_envs, args.evaluations, args.apg_horizon)[2]
+        if args.algo == "apg"
+        else 1
     )
     per_seed: list[list[dict]] = []
     for seed in range(args.seed, args.seed + args.seeds):
@@ -244,6 +259,7 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
             learning_rate=args.learning_rate,
             discounting=args.discounting,
             reward_scaling=args.reward_scaling,
+            apg_horizon=args.apg_horizon,
         )
         per_seed.append(points)
     n = min(len(p) for p in per_seed)

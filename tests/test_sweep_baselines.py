@@ -65,6 +65,7 @@ def test_a_baseline_table_takes_the_sweeps_budget_and_sizes():
         ('[[baseline]]\nalgo = "sac"\nlr = 1e-3', "unknown key(s) lr; valid: algo,"),
         ('[[baseline]]\nalgo = "sac"\nlearning_rate = -1.0', "learning_rate=-1.0: must be"),
         ('[[baseline]]\nalgo = "sac"\nenv = "pendulum"', "pendulum"),
+        ('[[baseline]]\nalgo = "apg"\napg_horizon = 0', "apg_horizon=0: must be an integer"),
         ('baseline = "sac"', "baseline: must be [[baseline]] tables"),
     ],
 )
@@ -74,6 +75,20 @@ def test_a_bad_baseline_table_is_an_error_naming_it(table, message):
         sweep.parse_all(text, "grid.toml")
     assert message in str(error.value)
     assert str(error.value).startswith("grid.toml")
+
+
+def test_apg_truncates_at_apg_horizon_and_its_steps_per_evaluation_follow():
+    """Brax's APG reports evaluation indices; svgx converts them with the schedule: with
+    8000 steps of 4 environments and 5 evaluations, whole 100-step episodes make
+    8000 // 400 = 20 updates, 5 per evaluation, 2000 steps each; the default
+    truncation (32) makes 62 updates, round(62 / 4) = 16 per evaluation, 2048 steps."""
+    import envs
+    from svgx.baselines import apg_schedule
+
+    env = envs.make("lqg", horizon=100)
+    assert apg_schedule(env, 8000, 4, 5, apg_horizon=100) == (100, 20, 2000)
+    assert apg_schedule(env, 8000, 4, 5) == (32, 62, 2048)
+    assert apg_schedule(env, 8000, 4, 5, apg_horizon=500)[0] == 100  # at most the horizon
 
 
 def test_a_swept_axis_must_be_given_in_the_baseline_table():
