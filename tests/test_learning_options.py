@@ -196,25 +196,6 @@ def test_n_step_targets_need_a_replay_algorithm_with_v():
         Hyperparams(entropy_coef=-0.1).check()
 
 
-def test_fresh_actions_train_without_importance_weights_and_the_flag_names_its_values():
-    """svg1_er and svgk_er with ``actions="fresh"`` train through the loop; their policy
-    step reports no importance weights (it uses none), the paper's does."""
-    for algo, options in (("svg1_er", {}), ("svgk_er", {"k": 2})):
-        fresh = Config(algo=algo, algo_options={**options, "actions": "fresh"}, **LQG)
-        result = runner.run(fresh, Hyperparams(), seeds=2, progress=lambda line: None)
-        last = result.metrics[-1]
-        assert np.isfinite(last["policy_loss"]).all() and last["nonfinite_updates"].sum() == 0
-        assert "importance_weight_mean" not in last
-    paper = runner.run(
-        Config(algo="svg1_er", **LQG), Hyperparams(), seeds=1, progress=lambda line: None
-    )
-    assert "importance_weight_mean" in paper.metrics[-1]
-    with pytest.raises(ValueError, match="actions='new': must be one of replayed, fresh"):
-        Config(algo="svg1_er", algo_options={"actions": "new"})
-    spec = resolve("--env", "lqg", "--algo", "svgk_er", "--actions", "fresh", "--k", "3")
-    assert spec.config.algo_options == {"actions": "fresh", "k": 3}
-
-
 def test_simulated_return_is_the_policys_own_n_step_return_and_stops_at_the_horizon():
     """``targets="dynamics"``: on a deterministic task with the simulator, the target's
     reward sum, last state and discount are those of the policy's own actions from the
@@ -256,21 +237,31 @@ def test_simulated_return_is_the_policys_own_n_step_return_and_stops_at_the_hori
             assert int(t_k) == t_0 + k and np.isclose(discount, 0.9**k)
 
 
-def test_dynamics_targets_train_with_either_jacobian_source():
-    for jacobians in ("simulator", "learned"):
+def test_fresh_actions_and_dynamics_targets_train_and_the_flags_name_their_values():
+    """Both options through the loop: svg1_er with fresh actions (simulator Jacobians) and
+    svgk_er with fresh actions and simulated targets (a learned model). Their policy step
+    reports no importance weights, as it uses none (tests/test_train.py checks that the
+    paper's setting reports them)."""
+    cases = (
+        ("svg1_er", {"actions": "fresh"}, "simulator"),
+        ("svgk_er", {"k": 2, "actions": "fresh", "targets": "dynamics"}, "learned"),
+    )
+    for algo, options, jacobians in cases:
         config = Config(
-            algo="svg1_er",
-            algo_options={"actions": "fresh", "targets": "dynamics"},
-            critic_n_step=3,
-            jacobians=jacobians,
-            **LQG,
+            algo=algo, algo_options=options, critic_n_step=3, jacobians=jacobians, **LQG
         )
         result = runner.run(config, Hyperparams(), seeds=2, progress=lambda line: None)
         last = result.metrics[-1]
-        assert np.isfinite(last["value_loss"]).all() and last["nonfinite_updates"].sum() == 0
+        assert np.isfinite(last["policy_loss"]).all() and np.isfinite(last["value_loss"]).all()
         assert np.isfinite(last["critic_explained_variance"]).all()
+        assert last["nonfinite_updates"].sum() == 0
+        assert "importance_weight_mean" not in last
+    with pytest.raises(ValueError, match="actions='new': must be one of replayed, fresh"):
+        Config(algo="svg1_er", algo_options={"actions": "new"})
     with pytest.raises(ValueError, match="targets='model': must be one of replayed, dynamics"):
         Config(algo="svg1_er", algo_options={"targets": "model"})
+    spec = resolve("--env", "lqg", "--algo", "svgk_er", "--actions", "fresh", "--k", "3")
+    assert spec.config.algo_options == {"actions": "fresh", "k": 3}
 
 
 # --- tuned settings per task, used by svgx train ----------------------------------------
