@@ -51,18 +51,20 @@ def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row
     out)."""
     from svgx import sweep
 
-    found = []  # (run directory, the Config fields that tell it from its sweep's others)
+    found = []  # (run directory, whether it is a sweep's group)
     for d in dirs:
         d = pathlib.Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"{str(d)!r}: no such run or sweep directory")
         if sweep.is_sweep_dir(d):
-            groups = sweep.group_dirs(d)
-            found.extend((g, distinguishing(groups), True) for g in groups)
+            found.extend((g, True) for g in sweep.group_dirs(d))
         else:
-            found.append((d, (), False))
+            found.append((d, False))
+    # The Config fields that tell the svgx runs apart, across every directory given (as
+    # svgx plot names them).
+    fields = distinguishing([d for d, _ in found])
     result = []
-    for d, fields, in_sweep in found:
+    for d, in_sweep in found:
         history = rundir.read_metrics(d)
         if not history and in_sweep:  # a sweep still running: its finished part
             continue

@@ -179,3 +179,8 @@ def test_curve_labels_name_what_tells_the_runs_apart(tmp_path):
         "svg1_er (simulator), critic_hidden=(50, 100) on lqg, 2 seeds",
     ]
     assert plot.distinguishing(dirs[:1]) == ()
+    # The report's rows name them the same way, though the runs are not one sweep's groups.
+    assert [row.method for row in report.rows(dirs)] == [
+        "svg1_er (simulator), critic_hidden=(200, 100)",
+        "svg1_er (simulator), critic_hidden=(50, 100)",
+    ]
