@@ -318,7 +318,8 @@ def train_spec(args: TrainArgs):
     fields = {name: value(name) for name in CONFIG_FLAGS}
     if args.steps is not None:
         del fields["iterations"]  # --steps sets it
-    config = config_for_steps(dict(fields, algo_options=given), args.steps)
+    tuned_options = {name: v for name, v in resolved.items() if name in own}
+    config = config_for_steps(dict(fields, algo_options=tuned_options | given), args.steps)
     config.make_env()
     if not isinstance(args.seeds, int) or args.seeds < 1:
         raise ValueError(f"seeds={args.seeds!r}: must be an integer >= 1")

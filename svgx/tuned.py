@@ -23,15 +23,16 @@ Where each entry comes from (measured; details in experiments/results/learning.m
 
 from __future__ import annotations
 
-TUNED: dict[tuple[str, str], dict[str, int | float]] = {
+TUNED: dict[tuple[str, str], dict[str, int | float | str]] = {
     ("cartpole", "svg1_er"): dict(
         critic_n_step=5, entropy_coef=0.03, tau=0.05, policy_lr=1e-3, model_lr=3e-3
     ),
 }
 
 
-def settings(env: str, algo: str) -> dict[str, int | float]:
-    """The tuned fields of ``(env, algo)`` (Config or Hyperparams field -> value); {} if none."""
+def settings(env: str, algo: str) -> dict[str, int | float | str]:
+    """The tuned fields of ``(env, algo)`` (a Config or Hyperparams field, or an option of
+    the algorithm, -> value); {} if none."""
     return dict(TUNED.get((env, algo), {}))
 
 
