@@ -295,6 +295,11 @@ def test_svgx_train_resolves_the_tuned_settings_and_flags_override_them(capsys):
     )
     assert np.isclose(float(spec.hparams.tau), 0.01) and spec.config.critic_n_step == 1
     assert np.isclose(float(spec.hparams.entropy_coef), expected["entropy_coef"])
+    # an entry may set the algorithm's own options; a flag overrides one, not the others
+    spec = resolve("--env", "reacher4", "--algo", "svg1_er")
+    assert spec.config.algo_options == {"actions": "fresh", "targets": "dynamics"}
+    spec = resolve("--env", "reacher4", "--algo", "svg1_er", "--targets", "replayed")
+    assert spec.config.algo_options == {"actions": "fresh", "targets": "replayed"}
     # a pair without an entry gets the class defaults (the paper's algorithm)
     spec = resolve("--env", "cartpole", "--algo", "svg0_er")
     assert spec.config.critic_n_step == 1
