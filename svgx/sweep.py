@@ -339,14 +339,28 @@ def _run_baseline(baseline: Baseline, directory: pathlib.Path, progress) -> None
     args = dataclasses.replace(baseline.args, out=str(directory), overwrite=True)
     if (directory / rundir.CONFIG).is_file():
         recorded = json.loads((directory / rundir.CONFIG).read_text()).get("baseline", {})
-        wanted = json.loads(json.dumps(dataclasses.asdict(args)))
-        if _without_place(recorded) != _without_place(wanted):
+        if not same_baseline(recorded, args):
             raise rundir.RunDirError(
                 f"{str(directory)!r}: written by a different sweep configuration"
             )
         if (directory / rundir.METRICS).is_file():
             return
     run_baseline(args, progress)
+
+
+def same_baseline(recorded: dict, args) -> bool:
+    """Whether a baseline run directory's recorded arguments are ``args`` (a
+    :class:`~svgx.baselines.BaselineArgs`), wherever it is. A field the record lacks
+    (one added to svgx after the run) counts as its default, so an older run that
+    used it is still the same configuration."""
+    wanted = json.loads(json.dumps(dataclasses.asdict(args)))
+    defaults = {
+        f.name: json.loads(json.dumps(f.default))
+        for f in dataclasses.fields(args)
+        if f.default is not dataclasses.MISSING
+    }
+    recorded = {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
+    return _without_place(recorded) == _without_place(wanted)
 
 
 def _without_place(fields: dict) -> dict:

@@ -1,6 +1,7 @@
 """Brax baselines inside sweep files: ``[[baseline]]`` tables take the sweep's budget and
 sizes unless they set their own, a list is an axis, and a finished baseline is not run again."""
 
+import dataclasses
 import json
 
 import pytest
@@ -89,6 +90,20 @@ def test_apg_truncates_at_apg_horizon_and_its_steps_per_evaluation_follow():
     assert apg_schedule(env, 8000, 4, 5, apg_horizon=100) == (100, 20, 2000)
     assert apg_schedule(env, 8000, 4, 5) == (32, 62, 2048)
     assert apg_schedule(env, 8000, 4, 5, apg_horizon=500)[0] == 100  # at most the horizon
+
+
+def test_a_baseline_recorded_before_a_field_existed_is_the_same_configuration():
+    """A run directory written before BaselineArgs had ``apg_horizon`` resumes: the
+    missing field counts as its default; a recorded value that differs does not."""
+    from svgx.baselines import BaselineArgs
+
+    args = BaselineArgs(env="lqg", algo="sac", out="here")
+    recorded = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(args, out="x"))))
+    assert sweep.same_baseline(recorded, args)
+    del recorded["apg_horizon"]
+    assert sweep.same_baseline(recorded, args)
+    assert not sweep.same_baseline(recorded, dataclasses.replace(args, apg_horizon=100))
+    assert not sweep.same_baseline({**recorded, "learning_rate": 1e-3}, args)
 
 
 def test_a_swept_axis_must_be_given_in_the_baseline_table():
