@@ -219,14 +219,17 @@ HYPERPARAM_FLAGS = tuple(f.name for f in dataclasses.fields(Hyperparams))
 
 
 def _help(cls) -> dict[str, str]:
-    """Field name -> the text of the ``Attributes:`` section of ``cls``'s docstring
-    (an entry ``a, b: text`` documents both)."""
+    """Field name -> the text of the ``Attributes:`` sections of ``cls``'s docstring and
+    its base classes' (a subclass's entry wins; an entry ``a, b: text`` documents both)."""
     import docstring_parser
 
     texts = {}
-    for param in docstring_parser.parse_from_object(cls).params:
-        for name in param.arg_name.split(","):
-            texts[name.strip()] = " ".join((param.description or "").split())
+    for klass in reversed(cls.__mro__):
+        if "__doc__" not in vars(klass) or not klass.__doc__:
+            continue
+        for param in docstring_parser.parse(klass.__doc__).params:
+            for name in param.arg_name.split(","):
+                texts[name.strip()] = " ".join((param.description or "").split())
     return texts
 
 

@@ -131,8 +131,15 @@ TARGETS = ("replayed", "dynamics")
 
 @dataclasses.dataclass(frozen=True)
 class _Replayed(ValueExpansion):
-    """A value expansion on replayed stretches, rebuilt around the recorded actions or
-    with the current policy's own (module docstring)."""
+    """A value expansion on replayed stretches (module docstring).
+
+    Attributes:
+      actions: "replayed" (the paper's: recorded actions, importance-weighted) or
+        "fresh" (the current policy's, unweighted) in the replayed stretches.
+      targets: V's TD targets: "replayed" (the paper's: recorded steps,
+        importance-weighted) or "dynamics" (critic_n_step steps of the current policy
+        through the dynamics, unweighted).
+    """
 
     data, critic = "replay", "v"
     actions: str = "replayed"
@@ -156,15 +163,7 @@ class _Replayed(ValueExpansion):
 
 @dataclasses.dataclass(frozen=True)
 class SVG1Replay(_Replayed):
-    """SVG(1) with experience replay (paper §4.3, Alg. 2): replayed transitions.
-
-    Attributes:
-      actions: "replayed" (the paper's: recorded actions, importance-weighted) or
-        "fresh" (the current policy's, unweighted) in the replayed stretches.
-      targets: V's TD targets: "replayed" (the paper's: recorded steps,
-        importance-weighted) or "dynamics" (critic_n_step steps of the current policy
-        through the dynamics, unweighted).
-    """
+    """SVG(1) with experience replay (paper §4.3, Alg. 2): replayed transitions."""
 
     depth = 1
 
@@ -174,11 +173,6 @@ class SVGKReplay(_Replayed):
     """SVG(k) with experience replay (paper §8): replayed stretches of ``k`` steps.
 
     Attributes:
-      actions: "replayed" (the paper's: recorded actions, importance-weighted) or
-        "fresh" (the current policy's, unweighted) in the replayed stretches.
-      targets: V's TD targets: "replayed" (the paper's: recorded steps,
-        importance-weighted) or "dynamics" (critic_n_step steps of the current policy
-        through the dynamics, unweighted).
       k: stretch length of svgk_er, 1 <= k <= the task's horizon.
     """
 
