@@ -54,20 +54,48 @@ _NAMED = ("env", "algo", "jacobians", "iterations", "chunks")
 
 
 def distinguishing(groups: Sequence[pathlib.Path]) -> tuple[str, ...]:
-    """The Config fields whose values differ between svgx run directories (e.g. a sweep's
-    groups), which their names must show to tell them apart."""
-    configs = []
+    """The Config fields, then the Hyperparams fields held by every member of a run, whose
+    values differ between svgx run directories (e.g. a sweep's groups, or runs of several
+    sweeps), which their names must show to tell them apart (:func:`field_value`). A
+    hyperparameter that varies within a run is its members' to name."""
+    descriptions = []
     for g in groups:
         description = json.loads((pathlib.Path(g) / rundir.CONFIG).read_text())
         if "config" in description:
-            configs.append(description["config"])
-    if len(configs) < 2:
+            descriptions.append(description)
+    if len(descriptions) < 2:
         return ()
-    return tuple(
+    configs = [d["config"] for d in descriptions]
+    fields = [
         k
         for k in configs[0]
         if k not in _NAMED and len({json.dumps(c.get(k)) for c in configs}) > 1
-    )
+    ]
+    held = [_held_hparams(d) for d in descriptions]
+    for k in held[0]:
+        values = [h.get(k) for h in held]
+        if None not in values and len(set(values)) > 1:
+            fields.append(k)
+    return tuple(fields)
+
+
+def _held_hparams(description: dict) -> dict[str, float]:
+    """The hyperparameters that every member of a run shares (6 significant digits)."""
+    held = {}
+    for k, v in description.get("hparams", {}).items():
+        values = {float(f"{x:.6g}") for x in (v if isinstance(v, list) else [v])}
+        if len(values) == 1:
+            held[k] = values.pop()
+    return held
+
+
+def field_value(path: pathlib.Path, spec: rundir.RunSpec, name: str) -> object:
+    """The value of Config field ``name`` of a run, or of a hyperparameter its members
+    share (as :func:`distinguishing` names them)."""
+    if hasattr(spec.config, name):
+        return getattr(spec.config, name)
+    description = json.loads((pathlib.Path(path) / rundir.CONFIG).read_text())
+    return f"{_held_hparams(description)[name]:g}"
 
 
 def label(path: pathlib.Path, n_seeds: int | None = None, fields: Sequence[str] = ()) -> str:
@@ -82,7 +110,7 @@ def label(path: pathlib.Path, n_seeds: int | None = None, fields: Sequence[str] 
         return path.name
     c = spec.config
     jac = f" ({c.jacobians})" if c.algorithm.uses_dynamics else ""
-    named = "".join(f", {k}={getattr(c, k)}" for k in fields)
+    named = "".join(f", {k}={field_value(path, spec, k)}" for k in fields)
     return f"{c.algo}{jac}{named} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
 
 

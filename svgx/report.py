@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from svgx import rundir
-from svgx.plot import BOUNDS, baseline_name, confidence_band, distinguishing
+from svgx.plot import BOUNDS, baseline_name, confidence_band, distinguishing, field_value
 
 SUCCESS_LEVEL = 0.5  # "steps to 50% success": the first evaluation whose mean over seeds >= this
 
@@ -94,7 +94,7 @@ def _rows(
         c = spec.config
         method = c.algo + (f" ({c.jacobians})" if c.algorithm.uses_dynamics else "")
         if fields:
-            method += ", " + ", ".join(f"{k}={getattr(c, k)}" for k in fields)
+            method += ", " + ", ".join(f"{k}={field_value(d, spec, k)}" for k in fields)
         wall_s = float(history[-1]["wall_time"][0])
         estimated = "compile_time" not in history[-1]  # runs before svgx measured it
         compile_s = (

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
@@ -179,6 +180,18 @@ def test_curve_labels_name_what_tells_the_runs_apart(tmp_path):
         "svg1_er (simulator), critic_hidden=(50, 100) on lqg, 2 seeds",
     ]
     assert plot.distinguishing(dirs[:1]) == ()
+    # A hyperparameter every member of a run shares is named too; one a run sweeps is not.
+    for d, coef in zip(dirs, (0.01, 0.003), strict=True):
+        spec = rundir.read_spec(d)
+        held = dataclasses.replace(spec, hparams=Hyperparams(entropy_coef=coef))
+        atomic_write_text(d / rundir.CONFIG, held.to_json())
+    assert plot.distinguishing(dirs) == ("critic_hidden", "entropy_coef")
+    assert plot.label(dirs[1], fields=plot.distinguishing(dirs)) == (
+        "svg1_er (simulator), critic_hidden=(50, 100), entropy_coef=0.003 on lqg, 2 seeds"
+    )
+    swept = dataclasses.replace(spec, hparams=Hyperparams(entropy_coef=jnp.array([0.0, 0.1])))
+    atomic_write_text(dirs[1] / rundir.CONFIG, swept.to_json())
+    assert plot.distinguishing(dirs) == ("critic_hidden",)
     # The report's rows name them the same way, though the runs are not one sweep's groups.
     assert [row.method for row in report.rows(dirs)] == [
         "svg1_er (simulator), critic_hidden=(200, 100)",
