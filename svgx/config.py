@@ -64,7 +64,8 @@ class Config:
       critic_n_step: ``V``'s target looks this many replayed steps ahead,
         ``Σ_{i<n} γ^i r_i + γ^n V'(s_n)`` (stopping at the episode's end), weighted by
         the truncated product of the n importance ratios; 1 is the paper's TD(0).
-        Replay algorithms with ``V`` only.
+        Replay algorithms with ``V`` only. With an algorithm's ``targets="dynamics"``
+        the n steps are simulated with the current policy instead (unweighted).
       eval_episodes: episodes with the mean action per evaluation.
       float64: run in double precision.
     """
