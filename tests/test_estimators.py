@@ -275,3 +275,42 @@ def test_fresh_actions_from_any_behaviour_are_the_on_policy_estimate():
     paper_off_policy = gradient(off, 5.0, None)
     distance = jnp.linalg.norm(paper_off_policy - paper_on_policy)
     assert distance > 0.1 * jnp.linalg.norm(paper_on_policy)
+
+
+def test_the_simulator_rebuilds_a_recorded_stretch_with_one_physics_step_per_step(monkeypatch):
+    """Rebuilding around the recorded actions, the simulator pins each rebuilt step to the
+    recorded next state (``rebuild_noise``) instead of computing the residual with a
+    physics step of its own: the same gradient as the residual's (``infer_noise``), the
+    recorded states exactly, and one call of the task's ``transition`` per step in the
+    traced program instead of two."""
+    env = envs.make("lqg", horizon=20, state_size=3, action_size=2)  # noisy: ξ reported
+    policy = make_policy(env, jax.random.key(0), init_std=0.3)
+    data = rollout.episode(env, policy, jax.random.key(1))
+    dynamics = SimulatorDynamics(env)
+    calls = []
+    transition = type(env).transition
+
+    def counted(self, s, a, noise):  # counts the calls while tracing
+        calls.append(1)
+        return transition(self, s, a, noise)
+
+    monkeypatch.setattr(type(env), "transition", counted)
+
+    def gradient(rebuild):
+        def loss(policy):
+            eta, xi = estimators.infer_noises(policy, dynamics, data, rebuild=rebuild)
+            states, _, total = estimators.rebuild(
+                policy, dynamics, env.reward, data.s[0], data.t, eta, xi, 1.0
+            )
+            return total, states
+
+        calls.clear()
+        grads, states = eqx.filter_jit(eqx.filter_grad(loss, has_aux=True))(policy)
+        return flat(grads), states, len(calls)
+
+    pinned, states, pinned_calls = gradient(rebuild=True)
+    residual, _, residual_calls = gradient(rebuild=False)
+    assert (pinned_calls, residual_calls) == (1, 2)
+    np.testing.assert_array_equal(states[1:], data.s_next)
+    assert jnp.linalg.norm(residual) > 0
+    np.testing.assert_allclose(pinned, residual, rtol=1e-4, atol=1e-5 * jnp.abs(residual).max())
