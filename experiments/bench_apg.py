@@ -54,8 +54,8 @@ class Args:
     """episodes per gradient."""
     hidden: tuple[int, ...] = (100, 100)
     """policy widths (svgx's default)."""
-    repeats: int = 10
-    """timed calls of each compiled program (the median is reported)."""
+    repeats: int = 20
+    """timed calls of each compiled program, in turn (the median is reported)."""
     seed: int = 0
 
 
@@ -119,17 +119,21 @@ def flat_svgx_gradient(grads):
     )
 
 
-def timed(function, *args, repeats):
-    """``(compile seconds, median seconds per call)`` of a jitted ``function``."""
-    start = time.perf_counter()
-    jax.block_until_ready(function(*args))
-    compile_time = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
+def timed(calls: dict, repeats: int) -> tuple[dict, dict]:
+    """``({name: compile seconds}, {name: median seconds per call})`` of jitted calls
+    ``{name: (function, args)}``, timed in turn within each repeat, so that a change in
+    the machine's load (these machines are shared) falls on all of them alike."""
+    compile_times, times = {}, {name: [] for name in calls}
+    for name, (function, args) in calls.items():
         start = time.perf_counter()
         jax.block_until_ready(function(*args))
-        times.append(time.perf_counter() - start)
-    return compile_time, float(np.median(times))
+        compile_times[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, (function, args) in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(function(*args))
+            times[name].append(time.perf_counter() - start)
+    return compile_times, {name: float(np.median(t)) for name, t in times.items()}
 
 
 def measure(args: Args) -> dict[str, float]:
@@ -174,19 +178,24 @@ def measure(args: Args) -> dict[str, float]:
     record_jit = jax.jit(record, static_argnums=2)
     svg_jit = jax.jit(svg_inf)
     apg_jit = jax.jit(apg_gradient, static_argnums=0)
-    compile_record, t_record = timed(record_jit, policy, key_episodes, False, repeats=args.repeats)
     episodes = record_jit(policy, key_episodes, False)
-    compile_svg, t_svg = timed(svg_jit, policy, episodes, repeats=args.repeats)
-    compile_apg, t_apg = timed(apg_jit, False, params, state, repeats=args.repeats)
+    compile_s, seconds = timed(
+        {
+            "record": (record_jit, (policy, key_episodes, False)),
+            "svg": (svg_jit, (policy, episodes)),
+            "apg": (apg_jit, (False, params, state)),
+        },
+        args.repeats,
+    )
     return dict(
         cosine=cosine,
-        apg_ms=1e3 * t_apg,
-        svgx_gradient_ms=1e3 * t_svg,
-        svgx_record_ms=1e3 * t_record,
-        ratio_gradient=t_svg / t_apg,
-        ratio_with_recording=(t_svg + t_record) / t_apg,
-        compile_apg_s=compile_apg,
-        compile_svgx_s=compile_svg + compile_record,
+        apg_ms=1e3 * seconds["apg"],
+        svgx_gradient_ms=1e3 * seconds["svg"],
+        svgx_record_ms=1e3 * seconds["record"],
+        ratio_gradient=seconds["svg"] / seconds["apg"],
+        ratio_with_recording=(seconds["svg"] + seconds["record"]) / seconds["apg"],
+        compile_apg_s=compile_s["apg"],
+        compile_svgx_s=compile_s["svg"] + compile_s["record"],
     )
 
 
