@@ -4,10 +4,7 @@ two implementations.
 An estimator holds a :class:`Dynamics` and calls only
 
 * ``infer_noise(s, a, s_next, env_noise) -> ξ``: the noise that explains a real
-  transition (a pytree; its structure is the implementation's business), or
-  ``rebuild_noise`` (the same unless a source does better for a transition rebuilt at
-  its own recorded ``(s, a)``: the simulator pins the step to the recorded ``s'``
-  and saves a physics step), and
+  transition (a pytree; its structure is the implementation's business), and
 * ``dynamics(s, a, ξ) -> s'``: the differentiable step with that noise held fixed,
 
 so it cannot tell whether the Jacobians it back-propagates through are MJX's
@@ -53,27 +50,6 @@ class Dynamics(eqx.Module):
     def sample_noise(self, key: PRNGKeyArray) -> PyTree:
         """Fresh noise ``ξ ~ ρ(ξ)`` (for simulated rollouts: the planner, diagnostics)."""
 
-    def rebuild_noise(
-        self,
-        s: Float[Array, " n_s"],
-        a: Float[Array, " n_a"],
-        s_next: Float[Array, " n_s"],
-        env_noise: Float[Array, " n_xi"],
-    ) -> PyTree:
-        """The noise for rebuilding this recorded transition at its own ``(s, a)`` (in
-        value; the estimator's stretch around the recorded actions), where ``f̂`` need
-        only reproduce ``s_next`` and differentiate there. Default: :meth:`infer_noise`."""
-        return self.infer_noise(s, a, s_next, env_noise)
-
-
-class PinnedNoise(eqx.Module):
-    """The simulator's noise for rebuilding a recorded transition
-    (:meth:`SimulatorDynamics.rebuild_noise`): the task's reported noise, and the
-    recorded next state that the rebuilt step's value is pinned to."""
-
-    env_noise: Array
-    s_next: Array
-
 
 class SimulatorDynamics(Dynamics):
     """The environment's own simulator: ``f̂(s, a, ξ) = F(s, a, ξ_env) + ξ_res``.
@@ -91,19 +67,7 @@ class SimulatorDynamics(Dynamics):
     def infer_noise(self, s, a, s_next, env_noise):
         return env_noise, s_next - self.env.transition(s, a, env_noise)
 
-    def rebuild_noise(self, s, a, s_next, env_noise):
-        """Pins the rebuilt step to the recorded ``s_next`` instead of computing the residual
-        (which costs a physics step): ``f̂ = F(ŝ, â, ξ_env) + sg(s_next − F(ŝ, â, ξ_env))``,
-        whose value is ``s_next`` and whose Jacobians are ``F``'s at ``(ŝ, â)``, the
-        recorded ``(s, a)`` in value; so the same value and gradient as with the residual
-        (up to rounding), with one physics step per rebuilt step instead of two."""
-        del s, a
-        return PinnedNoise(env_noise, s_next)
-
     def __call__(self, s, a, xi):
-        if isinstance(xi, PinnedNoise):
-            s_next = self.env.transition(s, a, xi.env_noise)
-            return s_next + jax.lax.stop_gradient(xi.s_next - s_next)
         env_noise, residual = xi
         return self.env.transition(s, a, env_noise) + residual
 

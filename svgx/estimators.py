@@ -53,16 +53,11 @@ QValue = Callable[[Array, Array, Array], Array]  # Q(s, a, t)
 
 
 def infer_noises(
-    policy: GaussianPolicy, dynamics: Dynamics, stretch: Transition, *, rebuild: bool = True
+    policy: GaussianPolicy, dynamics: Dynamics, stretch: Transition
 ) -> tuple[Float[Array, "k n_a"], PyTree]:
-    """``(η_t, ξ_t)`` of one recorded stretch (leaves ``[k, …]``), out of the gradient.
-
-    ``rebuild``: the stretch is rebuilt around its recorded actions, so ``ξ`` is the
-    dynamics' :meth:`~svgx.dynamics.Dynamics.rebuild_noise`; else (other actions) its
-    :meth:`~svgx.dynamics.Dynamics.infer_noise`."""
+    """``(η_t, ξ_t)`` of one recorded stretch (leaves ``[k, …]``), out of the gradient."""
     eta = jax.vmap(policy.infer_noise)(stretch.s, stretch.a)
-    infer = dynamics.rebuild_noise if rebuild else dynamics.infer_noise
-    xi = jax.vmap(infer)(stretch.s, stretch.a, stretch.s_next, stretch.noise)
+    xi = jax.vmap(dynamics.infer_noise)(stretch.s, stretch.a, stretch.s_next, stretch.noise)
     return jax.lax.stop_gradient((eta, xi))
 
 
@@ -113,7 +108,7 @@ def value_expansion_terms(
     ``eta`` replaces the inferred policy noises: fresh ``η ~ N(0, I)`` rebuild the
     stretch with the current policy's own actions from the replayed ``s_j`` (the
     dynamics noises ``ξ`` are still inferred from the recorded transitions)."""
-    inferred, xi = infer_noises(policy, dynamics, stretch, rebuild=eta is None)
+    inferred, xi = infer_noises(policy, dynamics, stretch)
     eta = inferred if eta is None else jax.lax.stop_gradient(eta)
     states, _, total = rebuild(policy, dynamics, reward, stretch.s[0], stretch.t, eta, xi, gamma)
     if value is None:
