@@ -34,9 +34,10 @@ def rollout_return(env, s0, actions, noise):
     return jax.lax.scan(body, s0, (ts, actions, noise))[1].sum()
 
 
-# swimmer3 and monoped (64 s, 133 s) are slow too; the default suite checks hand,
-# cartpole and lqg here and monoped's contact gradients below.
-@pytest.mark.parametrize("name", by_family(envs.names(), also_slow=("swimmer3", "monoped")))
+# swimmer3, monoped and hand (64 s, 133 s, 47 s) are slow too; the default suite checks
+# cartpole and lqg here (MJX's gradients against finite differences) and monoped's
+# contact gradients below.
+@pytest.mark.parametrize("name", by_family(envs.names(), also_slow=("swimmer3", "monoped", "hand")))
 def test_rollout_gradient_matches_central_differences_float64(name):
     """Directional derivatives of the return along 3 random action perturbations:
     reverse mode vs. central differences with step 1e-6, relative tolerance 1e-4

@@ -238,14 +238,11 @@ def test_simulated_return_is_the_policys_own_n_step_return_and_stops_at_the_hori
 
 
 def test_fresh_actions_and_dynamics_targets_train_and_the_flags_name_their_values():
-    """Both options through the loop: svg1_er with fresh actions (simulator Jacobians) and
-    svgk_er with fresh actions and simulated targets (a learned model). Their policy step
-    reports no importance weights, as it uses none (tests/test_train.py checks that the
-    paper's setting reports them)."""
-    cases = (
-        ("svg1_er", {"actions": "fresh"}, "simulator"),
-        ("svgk_er", {"k": 2, "actions": "fresh", "targets": "dynamics"}, "learned"),
-    )
+    """Both options through the loop (svgk_er with a learned model; the estimator's
+    identity with fresh actions is tests/test_estimators.py's). Its policy step reports
+    no importance weights, as it uses none (tests/test_train.py checks that the paper's
+    setting reports them)."""
+    cases = (("svgk_er", {"k": 2, "actions": "fresh", "targets": "dynamics"}, "learned"),)
     for algo, options, jacobians in cases:
         config = Config(
             algo=algo, algo_options=options, critic_n_step=3, jacobians=jacobians, **LQG
