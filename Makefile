@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e ".[test,playground]"
 	touch $(STAMP)
 
 # SVG(1)-ER swings up the cart-pole: 4 vmapped seeds, 60k environment steps each,

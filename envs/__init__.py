@@ -24,6 +24,6 @@ mjx_patch.apply()  # finite solver gradients, fast deep chains; see envs/mjx_pat
 
 # After the patch on purpose: the tasks must see the patched MJX.
 from envs.base import Env, EnvConfig, MjxEnv  # noqa: E402
-from envs.registry import config_fields, make, names  # noqa: E402
+from envs.registry import config_fields, make, names, task_class  # noqa: E402
 
-__all__ = ["Env", "EnvConfig", "MjxEnv", "config_fields", "make", "names"]
+__all__ = ["Env", "EnvConfig", "MjxEnv", "config_fields", "make", "names", "task_class"]

@@ -289,6 +289,12 @@ class MjxEnv(Env):
         data = mjx.kinematics(self.mjx_model, self._data(qpos, qvel))
         return data.site_xpos[site_id]
 
+    def write_mjdata(self, data: mujoco.MjData, s: np.ndarray) -> None:
+        """Writes flat state ``s`` into MuJoCo C's ``data`` (for drawing); the caller runs
+        ``mj_forward``."""
+        qpos, qvel, _ = self.split(np.asarray(s))
+        data.qpos[:], data.qvel[:] = qpos, qvel
+
     def observe(self, s):
         qpos, qvel, task = self.split(s)
         angles = qpos[self._circular_qpos]

@@ -74,6 +74,8 @@ class EnvsArgs:
 
     json: bool = False
     """Print JSON (name, state_size, action_size, horizon of each task) instead of a table."""
+    playground: bool = True
+    """List MuJoCo Playground's tasks too (``playground:NAME``; building each takes 1-4 s)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +190,11 @@ class ReportArgs:
 
 def envs_command(args: EnvsArgs) -> None:
     import envs
+    from envs import playground
 
+    names = envs.names(playground_tasks=args.playground and playground.available())
     rows = []
-    for name in envs.names():
+    for name in names:
         env = envs.make(name)
         rows.append(
             dict(
@@ -202,14 +206,19 @@ def envs_command(args: EnvsArgs) -> None:
                 dt=env.dt,
             )
         )
+    missing = args.playground and not playground.available()
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'name':16s} {'state':>6s} {'action':>7s} {'noise':>6s} {'horizon':>8s} {'dt':>7s}")
+    print(f"{'name':28s} {'state':>6s} {'action':>7s} {'noise':>6s} {'horizon':>8s} {'dt':>7s}")
     for r in rows:
         print(
-            f"{r['name']:16s} {r['state_size']:6d} {r['action_size']:7d} {r['noise_size']:6d} "
+            f"{r['name']:28s} {r['state_size']:6d} {r['action_size']:7d} {r['noise_size']:6d} "
             f"{r['horizon']:8d} {r['dt']:7.4f}"
+        )
+    if missing:
+        print(
+            f"\nMuJoCo Playground's tasks ({', '.join(playground.TASKS)}) need {playground.INSTALL}"
         )
 
 

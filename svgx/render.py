@@ -71,7 +71,7 @@ def renderable_tasks() -> list[str]:
     """The tasks with a MuJoCo model, which :func:`render_states` can draw."""
     import envs
 
-    return [name for name in envs.names() if isinstance(envs.make(name), MjxEnv)]
+    return [name for name in envs.names() if issubclass(envs.task_class(name), MjxEnv)]
 
 
 def check_renderable(env: Env) -> MjxEnv:
@@ -183,8 +183,7 @@ def fit_camera(env: MjxEnv, states: Float[Array, "T n_s"], width: int, height: i
 
 
 def _place(env: MjxEnv, data: mujoco.MjData, s: np.ndarray) -> None:
-    qpos, qvel, _ = env.split(s)
-    data.qpos[:], data.qvel[:] = qpos, qvel
+    env.write_mjdata(data, s)
     mujoco.mj_forward(env.mj_model, data)
 
 

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from families import by_family
+from rollouts import random_rollout
 
 import envs
 
-NAMES = envs.names()
+NAMES = envs.names(playground_tasks=False)  # Playground's: tests/test_playground.py
 # The paper's tasks (§6), in its order; the registry lists them first.
 PAPER_TASKS = [
     "hand",
@@ -53,25 +54,6 @@ def make(name, **overrides):
 
 # The MuJoCo MJX tasks (the MuJoCo-specific tests run on these only).
 MJX_NAMES = [n for n in NAMES if isinstance(make(n), envs.MjxEnv)]
-
-
-def random_rollout(env, key, steps, batch):
-    """``batch`` rollouts of uniformly random actions; returns states, rewards, infos."""
-
-    def one(key):
-        s = env.reset(key)
-
-        def body(s, inputs):
-            t, key = inputs
-            key_a, key_step = jax.random.split(key)
-            a = jax.random.uniform(key_a, (env.action_size,), minval=-1.0, maxval=1.0)
-            s_next, r, done, info = env.step(s, a, key_step, t)
-            return s_next, (s, a, s_next, r, done, info["noise"])
-
-        ts = jnp.arange(steps)
-        return jax.lax.scan(body, s, (ts, jax.random.split(key, steps)))[1]
-
-    return jax.jit(jax.vmap(one))(jax.random.split(key, batch))
 
 
 def test_contact_tasks_are_the_ones_with_feet_or_fingers():

@@ -15,29 +15,22 @@ import pytest
 from families import by_family
 from mujoco import mjx
 from mujoco.mjx._src import solver, support
+from rollouts import rollout_return
 
 import envs
 from envs import mjx_patch
 
-CONTACT_TASKS = {name for name in envs.names() if envs.make(name).has_contact}
+NAMES = envs.names(playground_tasks=False)  # Playground's: tests/test_playground.py
+CONTACT_TASKS = {name for name in NAMES if envs.make(name).has_contact}
 # Steps of the finite-difference check: 20 without contact; contact makes the
 # dynamics stiff (and only piecewise smooth), so a few steps there.
-STEPS = {name: 5 if name in CONTACT_TASKS else 20 for name in envs.names()}
-
-
-def rollout_return(env, s0, actions, noise):
-    def body(s, inputs):
-        t, a, xi = inputs
-        return env.transition(s, a, xi), env.reward(s, a, t)
-
-    ts = jnp.arange(actions.shape[0])
-    return jax.lax.scan(body, s0, (ts, actions, noise))[1].sum()
+STEPS = {name: 5 if name in CONTACT_TASKS else 20 for name in NAMES}
 
 
 # swimmer3, monoped and hand (64 s, 133 s, 47 s) are slow too; the default suite checks
 # cartpole and lqg here (MJX's gradients against finite differences) and monoped's
 # contact gradients below.
-@pytest.mark.parametrize("name", by_family(envs.names(), also_slow=("swimmer3", "monoped", "hand")))
+@pytest.mark.parametrize("name", by_family(NAMES, also_slow=("swimmer3", "monoped", "hand")))
 def test_rollout_gradient_matches_central_differences_float64(name):
     """Directional derivatives of the return along 3 random action perturbations:
     reverse mode vs. central differences with step 1e-6, relative tolerance 1e-4

@@ -1,0 +1,173 @@
+"""MuJoCo Playground's DM Control Suite tasks as svgx tasks (envs/playground.py): the
+adapter forces gradients to exist, reproduces Playground's own step, and passes the
+per-task tests of svgx's own tasks (finite random rollouts, ``transition`` replaying
+``step``, gradients against finite differences).
+
+The default suite compiles MJX for the cart-pole (and the reacher's step, which also
+covers the mocap target and the patched model build); the other tasks, larger or with
+contact, run with ``pytest -m slow``. Playground is a test dependency (``make test``
+installs ``.[test,playground]``), so these tests run in CI rather than skipping."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from rollouts import random_rollout, rollout_return
+
+import envs
+from envs import playground
+
+REQUIRED = ["CartpoleSwingup", "ReacherEasy", "CheetahRun", "WalkerWalk", "SwimmerSwimmer6"]
+# What Playground 0.2.0's models set: (solver iterations, line-search steps).
+PLAYGROUND_SOLVER = {
+    "CartpoleSwingup": (1, 4),
+    "ReacherEasy": (1, 6),
+    "CheetahRun": (4, 8),
+    "WalkerWalk": (2, 5),
+    "SwimmerSwimmer6": (4, 8),
+}
+
+
+def slow_unless(task, fast):
+    return task if task in fast else pytest.param(task, marks=pytest.mark.slow)
+
+
+@functools.cache
+def make(task, **overrides):
+    return envs.make(playground.PREFIX + task, **overrides)
+
+
+def test_registry_lists_playground_tasks_by_playground_names():
+    names = envs.names()
+    assert [n for n in names if n.startswith("playground:")] == [
+        "playground:" + t for t in playground.TASKS
+    ]
+    assert set(REQUIRED) <= set(playground.TASKS)
+    assert "playground:CartpoleSwingup" not in envs.names(playground_tasks=False)
+    with pytest.raises(ValueError, match=r"unknown env 'playground:Nope'.*playground:WalkerWalk"):
+        envs.make("playground:Nope")
+    with pytest.raises(ValueError, match=r"unknown override\(s\) iterations.*solver_iterations"):
+        envs.make("playground:CartpoleSwingup", iterations=2)
+
+
+def test_svgx_envs_lists_playground_tasks(monkeypatch, capsys):
+    from svgx import cli
+
+    monkeypatch.setattr(playground, "TASKS", ("ReacherEasy",))  # one build, not nine
+    cli.main(["envs", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[-1] == dict(
+        name="playground:ReacherEasy",
+        state_size=7,
+        action_size=2,
+        noise_size=0,
+        horizon=1000,
+        dt=0.02,
+    )
+    monkeypatch.setattr(playground, "available", lambda: False)
+    cli.main(["envs"])
+    assert "need pip install 'svgx[playground]'" in capsys.readouterr().out
+
+
+def test_without_playground_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(playground, "available", lambda: False)
+    with pytest.raises(
+        ImportError, match=r"playground:ReacherEasy.*pip install 'svgx\[playground\]'"
+    ):
+        envs.make("playground:ReacherEasy")
+
+
+@pytest.mark.parametrize("task", REQUIRED)
+def test_adapter_forces_the_jax_backend_and_one_solver_iteration(task):
+    env = make(task)
+    assert env.playground._config.impl == "jax"  # Playground's default is Warp: no gradients
+    assert env.mjx_model.impl.value == "jax"
+    assert env.playground.mjx_model is env.mjx_model  # Playground's step runs the changed model
+    iterations, ls_iterations = PLAYGROUND_SOLVER[task]
+    assert env.playground_solver == dict(iterations=iterations, ls_iterations=ls_iterations)
+    assert env.mj_model.opt.iterations == 1
+    assert env.mj_model.opt.ls_iterations == min(ls_iterations, playground.LS_ITERATIONS)
+    assert env.noise_size == 0
+    assert env.state_size == env.nq + env.nv + env.task_size
+    assert env.action_size == env.playground.action_size
+    assert env.dt == pytest.approx(env.playground.dt)
+    assert env.horizon == 1000
+    assert env.has_contact == (task in ("CheetahRun", "WalkerWalk"))
+
+
+@pytest.mark.parametrize(
+    "task", [slow_unless(t, ("CartpoleSwingup", "ReacherEasy")) for t in REQUIRED]
+)
+def test_step_is_playgrounds_step(task):
+    """From Playground's own reset, the adapter's step gives Playground's next state and
+    reward, and the flat state round-trips Playground's state."""
+    env = make(task)
+    keys = jax.random.split(jax.random.key(0), 4)
+    actions = jax.random.uniform(jax.random.key(1), (4, env.action_size), minval=-1, maxval=1)
+
+    @jax.jit
+    @jax.vmap
+    def both(key, a):
+        state = env.playground.reset(key)
+        # Playground's step from a zero warm start, as svgx's steps start.
+        state = state.replace(data=state.data.replace(qacc_warmstart=0 * state.data.qacc_warmstart))
+        theirs = env.playground.step(state, a)
+        s = env.reset(key)
+        s_next, r, *_ = env.step(s, a, key, 0)
+        return env.flat_state(state), s, env.flat_state(theirs), theirs.reward, s_next, r
+
+    pg_s, s, pg_next, pg_r, s_next, r = both(keys, actions)
+    np.testing.assert_array_equal(s, pg_s)  # reset: the same state
+    np.testing.assert_allclose(s_next, pg_next, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r, pg_r, rtol=1e-5, atol=1e-6)
+    assert (jnp.abs(s_next - s) > 0).any()
+
+
+@pytest.mark.parametrize("task", [slow_unless(t, ("CartpoleSwingup",)) for t in REQUIRED])
+def test_random_rollouts_are_finite_and_transition_reproduces_step(task):
+    env = make(task)
+    s, a, s_next, r, done, noise = random_rollout(env, jax.random.key(1), steps=100, batch=4)
+    assert jnp.isfinite(s_next).all() and jnp.isfinite(r).all()
+    assert ((r >= 0) & (r <= 1)).all()  # DM Control's rewards
+    replay = jax.jit(jax.vmap(jax.vmap(env.transition)))(s, a, noise)
+    tol = 1e-2 if env.has_contact else 1e-3
+    np.testing.assert_allclose(replay, s_next, rtol=tol, atol=tol)
+    assert not done.any()  # the horizon is 1000
+
+
+@pytest.mark.parametrize("task", [slow_unless(t, ("CartpoleSwingup",)) for t in REQUIRED])
+def test_rollout_gradient_matches_central_differences_float64(task):
+    """As tests/test_gradients.py does for svgx's tasks: directional derivatives of a
+    short rollout's return along random action perturbations, reverse mode against
+    central differences (float64)."""
+    steps = 5 if task in ("CheetahRun", "WalkerWalk") else 10
+    with jax.enable_x64(True):
+        env = envs.make(playground.PREFIX + task)
+        key_s, key_a, key_d = jax.random.split(jax.random.key(7), 3)
+        s0 = env.reset(key_s).astype(jnp.float64)
+        if task == "CartpoleSwingup":  # hanging at rest, the reward's gradients are ~0
+            s0 = s0.at[1].set(2.0)
+        actions = 0.5 * jnp.tanh(jax.random.normal(key_a, (steps, env.action_size)))
+        noise = jnp.zeros((steps, 0))
+        f = jax.jit(lambda a: rollout_return(env, s0, a, noise))
+        grad = jax.jit(jax.grad(lambda a: rollout_return(env, s0, a, noise)))(actions)
+        assert grad.dtype == jnp.float64 and jnp.isfinite(grad).all()
+        assert jnp.abs(grad).max() > 0
+        eps = 1e-6
+        for direction in jax.random.normal(key_d, (3, *actions.shape)):
+            direction = direction / jnp.linalg.norm(direction)
+            fd = (f(actions + eps * direction) - f(actions - eps * direction)) / (2 * eps)
+            ad = jnp.vdot(grad, direction)
+            scale = jnp.linalg.norm(grad)
+            assert abs(fd - ad) <= 1e-4 * max(abs(fd), scale), (float(fd), float(ad))
+
+
+def test_success_is_half_the_rewards_maximum_at_the_final_state():
+    env = make("CartpoleSwingup")
+    hanging = env.reset(jax.random.key(0))
+    upright = hanging.at[1].set(0.0).at[env.nq :].set(0.0)  # pole up, at rest, centred
+    success = jax.jit(env.success)
+    assert not bool(success(hanging)) and bool(success(upright))
