@@ -101,7 +101,8 @@ def test_random_rollouts_are_finite_and_transition_reproduces_step(name):
     assert (done == expected_done).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The variants' (families.py) run with -m slow: 5-13 s each of compiling on 2 cores.
+@pytest.mark.parametrize("name", by_family(NAMES))
 def test_reward_gradients_are_finite(name):
     env = make(name)
     s = env.reset(jax.random.key(2))
