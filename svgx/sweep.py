@@ -203,7 +203,7 @@ def _groups(data: dict, config_fields, hp_fields, where: str, start: int) -> lis
             if "jacobians" in fields or config.jacobians != "simulator"
             else ""
         )
-        name = f"g{start + len(groups):02d}-{config.env}-{config.algo}{jac}"
+        name = f"g{start + len(groups):02d}-{_path_part(config.env)}-{config.algo}{jac}"
         groups.append(Group(name, spec, members))
     return groups
 
@@ -244,7 +244,7 @@ def _baselines(table: dict, sweep_values: dict, where: str, start: int) -> list[
             check_args(args)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
-        name = f"b{start + len(runs):02d}-{args.env}-{args.algo}"
+        name = f"b{start + len(runs):02d}-{_path_part(args.env)}-{args.algo}"
         runs.append(Baseline(name, dataclasses.replace(args, out=name)))
     return runs
 
@@ -255,6 +255,12 @@ def _is_widths(value) -> bool:
 
 def is_sweep_dir(path) -> bool:
     return (pathlib.Path(path) / SWEEP_FILE).is_file()
+
+
+def _path_part(name: str) -> str:
+    """A task name as part of a directory name: ``playground:CartpoleSwingup`` ->
+    ``playground-CartpoleSwingup`` (a colon reads as a drive or a host elsewhere)."""
+    return name.replace(":", "-")
 
 
 def group_dirs(path) -> list[pathlib.Path]:

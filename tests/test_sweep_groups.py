@@ -91,3 +91,8 @@ def test_a_file_of_baselines_only():
     text = 'group = []\nsteps = 1000\nenv = "lqg"\n[[baseline]]\nalgo = "sac"\n'
     groups, baselines = sweep.parse_all(text)
     assert groups == [] and [b.name for b in baselines] == ["b00-lqg-sac"]
+
+
+def test_a_playground_task_names_its_group_without_a_colon():
+    text = 'env = "playground:CartpoleSwingup"\nalgo = "svg1_er"\nsteps = 1000\n'
+    assert [g.name for g in sweep.parse(text)] == ["g00-playground-CartpoleSwingup-svg1_er"]
