@@ -243,3 +243,13 @@ def test_large_batch_does_not_deadlock():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("True")
+
+
+@pytest.mark.parametrize(("heading", "expected"), [(np.pi, (1.0, 0.0)), (np.pi / 2, (0.0, 1.0))])
+def test_swimmer_can_observe_the_goal_in_its_heads_frame(heading, expected):
+    """Head at (1, 0): facing -x the goal is 1 m ahead; facing +y it is 1 m to the left."""
+    env = make("swimmer3", goal_in_head_frame=True)
+    assert env.observation_size == make("swimmer3").observation_size + 2
+    qpos = jnp.zeros(env.nq).at[env._head_qpos].set(jnp.array([1.0, 0.0]))
+    s = env.join(qpos.at[env._heading_qpos].set(heading), jnp.zeros(env.nv))
+    np.testing.assert_allclose(env.observe(s)[-2:], expected, atol=1e-6)

@@ -25,6 +25,10 @@ class SwimmerConfig(EnvConfig):
         half as far.
     control_cost: weight of ``|a|²`` in the reward.
     success_distance: the episode succeeds if the head ends within this distance (m) of the goal.
+    goal_in_head_frame: the observation also gives the goal's offset from the head in
+        the head's own frame (forward, left), as DM Control's swimmer observes its
+        target; without it the policy gets the head's world position and heading and
+        must rotate one by the other itself.
     """
 
     horizon: int = 500
@@ -32,6 +36,7 @@ class SwimmerConfig(EnvConfig):
     start_radius: float = 1.0
     control_cost: float = 0.01
     success_distance: float = 0.1
+    goal_in_head_frame: bool = False
 
 
 class Swimmer(MjxEnv):
@@ -74,6 +79,17 @@ class Swimmer(MjxEnv):
 
     def head_distance(self, s):
         return smooth_norm(self.head(s))
+
+    def observe(self, s):
+        obs = super().observe(s)
+        if not self.config.goal_in_head_frame:
+            return obs
+        heading = self.split(s)[0][self._heading_qpos]
+        c, si = jnp.cos(heading), jnp.sin(heading)
+        to_goal = -self.head(s)  # the goal is at the origin
+        forward = c * to_goal[0] + si * to_goal[1]
+        left = -si * to_goal[0] + c * to_goal[1]
+        return jnp.concatenate([obs, jnp.stack([forward, left])])
 
     def reward(self, s, a, t):
         del t
