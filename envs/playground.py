@@ -14,17 +14,21 @@ what it adds is svgx's interface of pure functions on a flat state:
   ``s``. ``mjx.step`` recomputes every derived quantity from ``qpos``/``qvel``, so
   this is Playground's step except for the solver's warm start, which, as in every
   svgx task, starts from zero at each control step.
-* ``reward(s, a, t)``: the reward Playground's ``step`` returns for ``(s, a)``. It is
-  a function of the state after the step (and, for the cart-pole, of ``a``), so it
-  runs that step: an estimator that also asks for ``transition(s, a, ξ)`` computes
-  the physics twice where XLA does not merge the two.
-* ``observe(s)``: Playground's ``_get_obs`` of ``mjx.forward`` at ``s``.
-  (Playground's own observations after a step read the kinematics computed at the
-  start of the last physics substep; svgx's are those of ``s`` itself.)
+* ``reward(s, a, t)``: the task's own reward function (Playground's ``_get_reward``)
+  of the state ``s`` where ``a`` is taken, with ``a``: a known function of
+  ``(s, a)``, as the SVG estimators need it (paper §2), and no physics step, so that
+  with learned Jacobians nothing goes through the simulator. Playground's ``step``
+  instead returns that function of the data its step leaves behind, whose
+  positions are those after the step and whose kinematics (``xpos``, ``xmat``,
+  sensors) are those at the start of the step's last physics substep. The two
+  reward sequences of an episode are the same function sampled up to one control
+  step apart; ``tests/test_playground.py`` measures how far their returns differ.
+* ``observe(s)``: Playground's ``_get_obs`` of the kinematics of ``s`` (positions,
+  velocities and the sensors of both stages), also without a physics step.
 * ``success(s)``: DM Control rewards lie in [0, 1] per step; an episode succeeds if
-  the task's reward at its final state, ``_get_reward(mjx.forward(s), a = 0)``, is at
-  least :data:`SUCCESS_REWARD` (half the maximum), e.g. the pole up and the cart
-  near the centre, the fingertip in the target, the cheetah at 5 m/s.
+  the reward at its final state (with ``a = 0``) is at least :data:`SUCCESS_REWARD`
+  (half the maximum), e.g. the pole up and the cart near the centre, the fingertip
+  in the target, the cheetah at 5 m/s.
 * No early termination: Playground's ``done`` only flags NaN, which svgx's training
   loop reports itself (``svgx.divergence``).
 
@@ -256,32 +260,30 @@ class PlaygroundEnv(MjxEnv):
 
     def reward(self, s, a, t):
         del t
-        return self._step(s, a).reward.astype(s.dtype)
+        self.check_shapes(s, a)
+        data, info = self._kinematics(s)
+        r = self.playground._get_reward(data, a.astype(s.dtype), info, dict(self._metrics))
+        return jnp.asarray(r, s.dtype)
 
-    def step(self, s, a, key, t=None):
-        # One physics step for both s' and r (the base class's would run two).
-        del key
-        done = jnp.zeros((), bool) if t is None else jnp.asarray(t) + 1 >= self.horizon
-        new = self._step(s, a)
-        s_next = self.flat_state(new)
-        info = {"noise": jnp.zeros(0, s.dtype), "success": self.success(s_next)}
-        return s_next, new.reward.astype(s.dtype), done, info
-
-    def _forward(self, s):
+    def _kinematics(self, s):
+        """Playground's ``mjx.Data`` at ``s`` with what rewards and observations read:
+        MuJoCo's position and velocity stages without collision and constraints
+        (``tests/test_playground.py``: equal to ``mjx.forward``'s)."""
         from mujoco import mjx
 
+        m = self.mjx_model
         data, info = self._unflatten(s)
-        return mjx.forward(self.mjx_model, data), info
+        data = mjx.com_pos(m, mjx.kinematics(m, data))
+        data = mjx.sensor_pos(m, data)
+        data = mjx.sensor_vel(m, mjx.com_vel(m, data))
+        return data, info
 
     def observe(self, s):
-        data, info = self._forward(s)
+        data, info = self._kinematics(s)
         return self.playground._get_obs(data, info).astype(s.dtype)
 
     def success(self, s):
-        data, info = self._forward(s)
-        zero = jnp.zeros(self.action_size, s.dtype)
-        r = self.playground._get_reward(data, zero, info, dict(self._metrics))
-        return r >= SUCCESS_REWARD
+        return self.reward(s, jnp.zeros(self.action_size, s.dtype), 0) >= SUCCESS_REWARD
 
     def write_mjdata(self, data, s) -> None:
         super().write_mjdata(data, s)

@@ -98,32 +98,69 @@ def test_adapter_forces_the_jax_backend_and_one_solver_iteration(task):
     assert env.has_contact == (task in ("CheetahRun", "WalkerWalk"))
 
 
+# How far an episode's return through the adapter may be from Playground's own, over
+# 200 steps of the same random actions from the same reset (measured: cart-pole
+# equal; reacher 160 vs 161, swimmer 90.94 vs 90.92, 200 vs 200). The adapter's reward is
+# the task's function of the state where the action is taken; Playground's, of the
+# data its step leaves (module docstring of envs/playground.py). On the contact tasks
+# the trajectories themselves part (one solver iteration, no warm start carried
+# over), so only their first step is compared.
+RETURN_TOLERANCE = {"CartpoleSwingup": 1e-4, "ReacherEasy": 2.0, "SwimmerSwimmer6": 1.0}
+
+
 @pytest.mark.parametrize(
     "task", [slow_unless(t, ("CartpoleSwingup", "ReacherEasy")) for t in REQUIRED]
 )
-def test_step_is_playgrounds_step(task):
-    """From Playground's own reset, the adapter's step gives Playground's next state and
-    reward, and the flat state round-trips Playground's state."""
+def test_adapter_reproduces_playgrounds_steps_rewards_and_observations(task):
+    from mujoco import mjx
+
     env = make(task)
-    keys = jax.random.split(jax.random.key(0), 4)
-    actions = jax.random.uniform(jax.random.key(1), (4, env.action_size), minval=-1, maxval=1)
+    steps = 200
 
     @jax.jit
     @jax.vmap
-    def both(key, a):
-        state = env.playground.reset(key)
-        # Playground's step from a zero warm start, as svgx's steps start.
-        state = state.replace(data=state.data.replace(qacc_warmstart=0 * state.data.qacc_warmstart))
-        theirs = env.playground.step(state, a)
-        s = env.reset(key)
-        s_next, r, *_ = env.step(s, a, key, 0)
-        return env.flat_state(state), s, env.flat_state(theirs), theirs.reward, s_next, r
+    def both(key):
+        key_a, key_r = jax.random.split(key)
+        actions = jax.random.uniform(key_a, (steps, env.action_size), minval=-1, maxval=1)
+        state = env.playground.reset(key_r)
+        # Playground's first step from a zero warm start, as each of svgx's starts.
+        zero_warm = state.data.replace(qacc_warmstart=0 * state.data.qacc_warmstart)
+        first = env.playground.step(state.replace(data=zero_warm), actions[0])
 
-    pg_s, s, pg_next, pg_r, s_next, r = both(keys, actions)
-    np.testing.assert_array_equal(s, pg_s)  # reset: the same state
-    np.testing.assert_allclose(s_next, pg_next, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(r, pg_r, rtol=1e-5, atol=1e-6)
-    assert (jnp.abs(s_next - s) > 0).any()
+        def theirs(state, a):
+            state = env.playground.step(state, a)
+            return state, state.reward
+
+        def ours(s, a):
+            s_next, r, *_ = env.step(s, a, key, 0)
+            return s_next, r
+
+        s0 = env.reset(key_r)
+        # The task's reward and observation of s0, from all of MuJoCo's forward pass.
+        data, info = env._unflatten(s0)
+        full = mjx.forward(env.mjx_model, data)
+        forward_r = env.playground._get_reward(full, actions[0], info, dict(env._metrics))
+        forward_obs = env.playground._get_obs(full, info)
+        return dict(
+            reset=(env.flat_state(state), s0),
+            first=(env.flat_state(first), env.transition(s0, actions[0], jnp.zeros(0))),
+            returns=(
+                jax.lax.scan(theirs, state, actions)[1].sum(),
+                jax.lax.scan(ours, s0, actions)[1].sum(),
+            ),
+            reward=(forward_r, env.reward(s0, actions[0], 0)),
+            observation=(forward_obs, env.observe(s0)),
+        )
+
+    out = both(jax.random.split(jax.random.key(0), 4))
+    np.testing.assert_array_equal(*out["reset"])
+    np.testing.assert_allclose(*out["first"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(*out["reward"])
+    np.testing.assert_array_equal(*out["observation"])
+    if task in RETURN_TOLERANCE:
+        theirs, ours = out["returns"]
+        assert (theirs > 0).any()
+        np.testing.assert_allclose(ours, theirs, rtol=0.01, atol=RETURN_TOLERANCE[task])
 
 
 @pytest.mark.parametrize("task", [slow_unless(t, ("CartpoleSwingup",)) for t in REQUIRED])
