@@ -55,7 +55,8 @@ def episodes(env: Env, policy: GaussianPolicy, key: PRNGKeyArray, n: int, **kwar
 
 def per_step(episodes: Transition) -> Transition:
     """Episodes (leaves ``[n, T, …]``) as one batch of transitions (leaves ``[n T, …]``)."""
-    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), episodes)
+    # Sizes, not -1: a task without noise has leaves [n, T, 0], whose -1 is undefined.
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), episodes)
 
 
 def stretches(episodes: Transition, k: int) -> Transition:

@@ -619,3 +619,13 @@ def test_svg2_on_a_one_dimensional_linear_system_matches_the_hand_derivative():
         np.testing.assert_allclose(estimate.net.K, [[dL_dk]], rtol=1e-10)
         np.testing.assert_allclose(estimate.net.k, [dL_dm], rtol=1e-10)
         np.testing.assert_allclose(estimate.log_std, [dL_dx], rtol=1e-10)
+
+
+def test_per_step_flattens_episodes_of_a_task_without_noise():
+    """reacher4 and the swimmers draw no noise: the noise leaf is [n, T, 0]."""
+    from svgx import rollout
+
+    episodes = dict(s=jnp.arange(24.0).reshape(2, 3, 4), noise=jnp.zeros((2, 3, 0)))
+    flat = rollout.per_step(episodes)
+    assert flat["noise"].shape == (6, 0)
+    np.testing.assert_array_equal(flat["s"], np.arange(24.0).reshape(6, 4))
