@@ -97,15 +97,15 @@ def main() -> None:
     phases = jnp.linspace(-2.5, 2.5, 11)
     speeds = gait_speeds(env, omegas, phases)
     i, j = np.unravel_index(speeds.argmax(), speeds.shape)
+    best = f"{speeds.max():.3f} m/s (omega {float(omegas[i])} rad/s, phase {float(phases[j]):.1f})"
     print(
-        f"{args.env}: best travelling wave {speeds.max():.3f} m/s (omega {float(omegas[i])} rad/s, phase {float(phases[j]):.1f}); "
-        f"best per omega: {np.round(speeds.max(1), 3).tolist()}"
+        f"{args.env}: best travelling wave {best}; per omega {np.round(speeds.max(1), 3).tolist()}"
     )
-    d = open_loop_final_distances(env, args.radius)
+    d = open_loop_final_distances(env, args.radius).round(3)
     print(
-        f"open loop from {args.radius} m, final distance (m) of 4 starts after 100 / 300 / 600 iterations: "
-        f"{d[:, 99].round(3).tolist()} / {d[:, 299].round(3).tolist()} / {d[:, -1].round(3).tolist()}; "
-        f"task success: < {env.config.success_distance} m in {env.horizon * env.dt:g} s"
+        f"open loop from {args.radius} m, final distance (m) of 4 starts after 100 / 300 / 600 "
+        f"iterations: {d[:, 99].tolist()} / {d[:, 299].tolist()} / {d[:, -1].tolist()}; "
+        f"success: < {env.config.success_distance} m in {env.horizon * env.dt:g} s"
     )
 
 
