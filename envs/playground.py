@@ -2,8 +2,8 @@
 
 Playground (PyPI ``playground``, the optional extra ``svgx[playground]``) ships the DM
 Control Suite on MJX. The adapter wraps Playground's own environment object and calls
-its own ``step`` for the physics, reward and observation, so the task is Playground's;
-what it adds is svgx's interface of pure functions on a flat state:
+its ``step`` for the physics and its own reward and observation functions, so the task
+is Playground's; what it adds is svgx's interface of pure functions on a flat state:
 
 * ``s = concat(qpos, qvel, task)`` where ``task`` is what Playground keeps outside
   ``qpos``/``qvel`` and its step reads: the mocap bodies' positions (the targets of
@@ -120,7 +120,7 @@ def _reacher_model_fixed():
 class PlaygroundConfig(EnvConfig):
     """Attributes:
     horizon: episode length in control steps (Playground's ``episode_length``: 1000).
-    noise_scale: unused: these tasks have no exogenous noise.
+    noise_scale: 0: these tasks have no exogenous noise.
     solver_iterations: the constraint solver's iterations; 1, the only value whose
         solver reverse mode can differentiate (module docstring).
     ls_iterations: the solver's line-search steps; None: the model's, at most 4.
@@ -133,6 +133,11 @@ class PlaygroundConfig(EnvConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.noise_scale != 0:
+            raise ValueError(
+                f"noise_scale={self.noise_scale!r}: Playground's tasks have no exogenous "
+                "noise; only 0 is allowed"
+            )
         for name in ("solver_iterations", "ls_iterations"):
             value = getattr(self, name)
             if value is None and name == "ls_iterations":
@@ -175,7 +180,6 @@ class PlaygroundEnv(MjxEnv):
         self.nmocap = model.nmocap
         self.action_size = model.nu
         self.dt = float(self.playground.dt)
-        self._n_substeps = int(self.playground.n_substeps)
 
         # What a Playground state holds besides qpos and qvel, from one reset.
         state = jax.eval_shape(self.playground.reset, jax.random.key(0))

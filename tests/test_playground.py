@@ -51,6 +51,10 @@ def test_registry_lists_playground_tasks_by_playground_names():
         envs.make("playground:Nope")
     with pytest.raises(ValueError, match=r"unknown override\(s\) iterations.*solver_iterations"):
         envs.make("playground:CartpoleSwingup", iterations=2)
+    with pytest.raises(ValueError, match=r"noise_scale=0.1: .*no exogenous noise"):
+        envs.make("playground:CartpoleSwingup", noise_scale=0.1)
+    with pytest.raises(ValueError, match=r"solver_iterations=0: must be an integer >= 1"):
+        envs.make("playground:CartpoleSwingup", solver_iterations=0)
 
 
 def test_svgx_envs_lists_playground_tasks(monkeypatch, capsys):
