@@ -46,6 +46,9 @@ What the adapter changes, and why (both needed for gradients):
   are not exactly Playground's. svgx's patch of MJX's line search
   (``envs.mjx_patch``, applied on import of ``envs``) keeps that iteration's
   reverse pass finite.
+* The rewards' ``tolerance`` function is one with Playground's values and finite
+  gradients at infinite bounds (:func:`_tolerance`; Playground's gave the walker's
+  reward NaN gradients).
 * The reacher's model is built with ``MjSpec.body`` (Playground 0.2.0 calls
   ``MjSpec.find_body``, absent from MuJoCo 3.17; :func:`_reacher_model_fixed`).
 
@@ -114,6 +117,43 @@ def _reacher_model_fixed():
         yield
     finally:
         reacher._make_model = original
+
+
+def _tolerance(x, bounds=(0.0, 0.0), margin=0.0, sigmoid="gaussian", value_at_margin=0.1):
+    """Playground's ``reward.tolerance`` with the same values and finite gradients.
+
+    Playground computes the distance to an infinite bound as ``x - inf`` in the branch
+    of a ``where`` that in-bounds points do not take; its value is discarded, but its
+    reverse pass multiplies ``0`` by ``inf`` (e.g. ``exp(-(x - inf)²)``' derivative), so
+    ``WalkerWalk``'s reward had NaN state gradients. Here that side's distance is 0.
+    """
+    from mujoco_playground._src import reward
+
+    lower, upper = bounds
+    if lower > upper:
+        raise ValueError("Lower bound must be <= upper bound.")
+    if margin < 0:
+        raise ValueError("`margin` must be non-negative.")
+    in_bounds = jnp.logical_and(lower <= x, x <= upper)
+    if margin == 0:
+        return jnp.where(in_bounds, 1.0, 0.0)
+    below = lower - x if np.isfinite(lower) else jnp.zeros_like(x)
+    above = x - upper if np.isfinite(upper) else jnp.zeros_like(x)
+    d = jnp.where(x < lower, below, above) / margin
+    return jnp.where(in_bounds, 1.0, reward._sigmoids(d, value_at_margin, sigmoid))
+
+
+@contextlib.contextmanager
+def _finite_tolerance():
+    """Playground's tasks call ``reward.tolerance`` while this is in effect: ours."""
+    from mujoco_playground._src import reward
+
+    original = reward.tolerance
+    reward.tolerance = _tolerance
+    try:
+        yield
+    finally:
+        reward.tolerance = original
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +306,8 @@ class PlaygroundEnv(MjxEnv):
         del t
         self.check_shapes(s, a)
         data, info = self._kinematics(s)
-        r = self.playground._get_reward(data, a.astype(s.dtype), info, dict(self._metrics))
+        with _finite_tolerance():
+            r = self.playground._get_reward(data, a.astype(s.dtype), info, dict(self._metrics))
         return jnp.asarray(r, s.dtype)
 
     def _kinematics(self, s):

@@ -33,6 +33,7 @@ SLOW = pytest.mark.slow  # compiling these two costs 35-50 s each
         "hand",
         pytest.param("reacher_moving", marks=SLOW),
         pytest.param("monoped", marks=SLOW),
+        pytest.param("playground:ReacherEasy", marks=SLOW),  # Playground's task, adapted twice
         "lqg",
     ],
 )
