@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import textwrap
 import warnings
 from collections.abc import Sequence
 
@@ -174,8 +175,9 @@ def plot_runs(
     fields = distinguishing([d for d, _ in histories])
     columns = min(len(metrics), 2)
     rows = -(-len(metrics) // columns)
-    size = (6.4, 4.0) if len(metrics) == 1 else (5.2 * columns, 3.6 * rows)
-    fig, axes = plt.subplots(rows, columns, figsize=size, dpi=120, squeeze=False)
+    width, height = (6.4, 4.0) if len(metrics) == 1 else (5.2 * columns, 3.6 * rows)
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), dpi=120, squeeze=False)
+    legend: dict[str, object] = {}  # label -> line: one legend for all panels, below them
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for d, history in histories:
             if metric not in recorded(history):
@@ -191,13 +193,14 @@ def plot_runs(
                 ]
             for name, members in combos:
                 mean, low, high = confidence_band(values[:, members], bounds=BOUNDS.get(metric))
-                (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
+                color = legend[name].get_color() if name in legend else None
+                (line,) = ax.plot(steps, mean, marker="o", markersize=3, color=color)
+                legend.setdefault(name, line)
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("environment steps (per seed)")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k, 2M: labels that fit
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8 if len(metrics) == 1 else 6)
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     title = title or "mean and 95% confidence band over seeds"
@@ -205,7 +208,14 @@ def plot_runs(
         axes[0, 0].set_title(title, fontsize=10)
     else:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # Labels name every field that tells runs apart, so they can be long: wrapped, in one
+    # legend under the panels, with the figure made taller to hold it.
+    labels = [textwrap.fill(name, int(16 * width)) for name in legend]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    extra = 0.14 * lines + 0.1
+    fig.set_size_inches(width, height + extra)
+    fig.legend(list(legend.values()), labels, loc="lower center", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
