@@ -98,15 +98,17 @@ def main() -> None:
     speeds = gait_speeds(env, omegas, phases)
     i, j = np.unravel_index(speeds.argmax(), speeds.shape)
     best = f"{speeds.max():.3f} m/s (omega {float(omegas[i])} rad/s, phase {float(phases[j]):.1f})"
-    print(
-        f"{args.env}: best travelling wave {best}; per omega {np.round(speeds.max(1), 3).tolist()}"
-    )
-    d = open_loop_final_distances(env, args.radius).round(3)
+    print(f"{args.env}: best travelling wave {best}; per omega {_list(speeds.max(1))}")
+    d = open_loop_final_distances(env, args.radius)
     print(
         f"open loop from {args.radius} m, final distance (m) of 4 starts after 100 / 300 / 600 "
-        f"iterations: {d[:, 99].tolist()} / {d[:, 299].tolist()} / {d[:, -1].tolist()}; "
+        f"iterations: {_list(d[:, 99])} / {_list(d[:, 299])} / {_list(d[:, -1])}; "
         f"success: < {env.config.success_distance} m in {env.horizon * env.dt:g} s"
     )
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
 
 if __name__ == "__main__":
