@@ -292,6 +292,15 @@ class PlaygroundEnv(MjxEnv):
 
     def _step(self, s, a):
         self.check_shapes(s, a)
+        model_dtype = self.mjx_model.body_mass.dtype
+        if s.dtype != model_dtype:
+            # Playground's step carries the whole mjx.Data through its substeps, so the
+            # model's arrays must have the state's precision (svgx's own tasks carry
+            # only qpos and qvel and take either).
+            raise ValueError(
+                f"env {self.name!r} was built in {model_dtype} and given a {s.dtype} state; "
+                "build it inside jax.enable_x64(True) for float64 (svgx's runner does)"
+            )
         return self.playground.step(self.playground_state(s), a.astype(s.dtype))
 
     # --- the svgx task ---------------------------------------------------------------
