@@ -32,3 +32,18 @@ def rollout_return(env, s0, actions, noise):
 
     ts = jnp.arange(actions.shape[0])
     return jax.lax.scan(body, s0, (ts, actions, noise))[1].sum()
+
+
+def check_central_differences(f, x, key, directions=3, eps=1e-6, rtol=1e-4):
+    """Reverse-mode directional derivatives of ``f`` at ``x`` (float64) against central
+    differences with step ``eps`` along ``directions`` random unit directions; a
+    derivative near 0 is compared absolutely, against the gradient's norm."""
+    grad = jax.jit(jax.grad(f))(x)
+    assert grad.dtype == jnp.float64 and jnp.isfinite(grad).all()
+    assert jnp.abs(grad).max() > 0
+    f = jax.jit(f)
+    for direction in jax.random.normal(key, (directions, *x.shape)):
+        direction = direction / jnp.linalg.norm(direction)
+        fd = (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
+        ad = jnp.vdot(grad, direction)
+        assert abs(fd - ad) <= rtol * max(abs(fd), jnp.linalg.norm(grad)), (float(fd), float(ad))

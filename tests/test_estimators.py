@@ -63,9 +63,15 @@ def test_dynamics_sources_share_one_interface():
         make_dynamics("learned", env)
 
 
+# The default suite runs it on lqg; cartpole (MJX, 106 s cold) and hand (116 s) -m slow.
 @pytest.mark.parametrize(
-    "name", [pytest.param("hand", marks=pytest.mark.slow), "cartpole"]
-)  # hand: 116 s
+    "name",
+    [
+        "lqg",
+        pytest.param("cartpole", marks=pytest.mark.slow),
+        pytest.param("hand", marks=pytest.mark.slow),
+    ],
+)
 def test_svg_inf_with_simulator_jacobians_is_backpropagation_through_time(name):
     """Deterministic environment, fixed policy noise: SVG(∞) = ∇θ of the rollout return."""
     with jax.enable_x64(True):
