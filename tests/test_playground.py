@@ -264,3 +264,17 @@ def test_svgx_trains_on_a_playground_task(tmp_path):
     assert all(
         (np.isfinite(r["policy_grad_norm"]) & (r["policy_grad_norm"] > 0)).all() for r in rows
     )
+
+
+def test_the_target_is_drawn_where_the_state_puts_it():
+    """``write_mjdata`` places the mocap target too: two states that differ only in
+    the reacher's target draw different frames."""
+    from svgx import render
+
+    env = make("ReacherEasy")
+    s = np.asarray(env.reset(jax.random.key(0)))
+    moved = s.copy()
+    moved[env.nq + env.nv : env.nq + env.nv + 2] *= -1  # the target's x, y
+    camera = env.mj_model.camera(0).id if env.mj_model.ncam else None
+    frames = render.render_states(env, np.stack([s, moved]), width=64, height=48, camera=camera)
+    assert np.abs(frames[0].astype(int) - frames[1]).sum() > 0
