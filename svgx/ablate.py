@@ -8,7 +8,8 @@ scalar a fixed value. Its keys are the fields of
 ``gamma``, ``critic_steps``, ``model_steps``, ``policy_std``, …, with its defaults)
 but ``model_samples`` and ``seed``, and these::
 
-    policy = "initial"        # or a run directory of `svgx train` (its checkpoint's policy)
+    policy = "initial"        # or a run directory of `svgx train` (its checkpoint's policy),
+                              # or one of its policy snapshots, RUN/policies/steps-N.eqx
     policy_seed = 0           # which of that run's seeds
     model_transitions = 10000 # on-policy transitions the model is fitted on
     seeds = 1                 # diagnosis seeds (not an axis): seed, seed + 1, …
@@ -317,13 +318,17 @@ class _Checks:
         return self.envs[key]
 
     def check_run(self, fields: dict, env: envs.Env) -> None:
-        """A run directory's policy fits the cell: its task, its sizes, that seed."""
+        """A run's policy fits the cell: its task, its sizes, that seed, that snapshot."""
         path = fields["policy"]
+        directory, snapshot = run_of(path)
         if path not in self.runs:
             try:
-                self.runs[path] = rundir.read_spec(path), None
+                self.runs[path] = rundir.read_spec(directory), None
             except ValueError as error:
-                self.fail(f'policy = {path!r}: "initial" or a run directory of svgx train: {error}')
+                self.fail(
+                    f'policy = {path!r}: "initial", a run directory of svgx train or one of '
+                    f"its policy snapshots (RUN/{rundir.POLICIES}/steps-N.eqx): {error}"
+                )
         spec, run_env = self.runs[path]
         if spec.config.env != fields["env"]:
             self.fail(
@@ -332,12 +337,18 @@ class _Checks:
             )
         if not fields["policy_seed"] < spec.seeds:
             self.fail(
-                f"policy_seed = {fields['policy_seed']}: the run {path!r} has seeds "
+                f"policy_seed = {fields['policy_seed']}: the run {str(directory)!r} has seeds "
                 f"0..{spec.seeds - 1}"
             )
         if run_env is None:
-            if not (pathlib.Path(path) / rundir.CHECKPOINT).is_file():
+            if snapshot is None and not (directory / rundir.CHECKPOINT).is_file():
                 self.fail(f"policy = {path!r}: the run has no checkpoint yet")
+            if snapshot is not None and not snapshot.is_file():
+                steps = ", ".join(map(str, rundir.policy_snapshots(directory))) or "none yet"
+                self.fail(
+                    f"policy = {path!r}: no such snapshot; the run's snapshots are after "
+                    f"{steps} environment steps per seed"
+                )
             run_env = spec.config.make_env()
             self.runs[path] = spec, run_env
         sizes = lambda e: (e.state_size, e.observation_size, e.action_size)  # noqa: E731
@@ -362,21 +373,35 @@ def _describe(fields: dict) -> str:
 # --- running ---------------------------------------------------------------------------
 
 
+def run_of(policy: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path | None]:
+    """``(run directory, snapshot file or None)`` of a grid's ``policy`` that is not
+    ``"initial"``: a run directory, or a snapshot ``RUN/policies/steps-N.eqx`` in one."""
+    path = pathlib.Path(policy)
+    if path.suffix == ".eqx" and path.parent.name == rundir.POLICIES:
+        return path.parent.parent, path
+    return path, None
+
+
 def load_policy(path: str | pathlib.Path, seed: int = 0) -> GaussianPolicy:
-    """Seed ``seed``'s policy in the checkpoint of the ``svgx train`` run in ``path``
-    (in the default float precision)."""
+    """Seed ``seed``'s policy in the checkpoint of the ``svgx train`` run in ``path``,
+    or in its policy snapshot ``path`` (``RUN/policies/steps-N.eqx``), in the default
+    float precision."""
     from svgx import runner
 
-    spec = rundir.read_spec(path)
+    directory, snapshot = run_of(path)
+    spec = rundir.read_spec(directory)
     with jax.enable_x64(spec.config.float64):
-        state, _ = rundir.load_checkpoint(path, runner.state_shape(spec))
+        if snapshot is None:
+            policy = rundir.load_checkpoint(directory, runner.state_shape(spec))[0].policy
+        else:
+            policy = rundir.load_policies(snapshot, runner.state_shape(spec).policy)
     dtype = jnp.zeros(()).dtype
 
     def pick(x):
         x = np.asarray(x[seed])
         return jnp.asarray(x, dtype if np.issubdtype(x.dtype, np.floating) else x.dtype)
 
-    return jax.tree.map(lambda x: pick(x) if eqx.is_array(x) else x, state.policy)
+    return jax.tree.map(lambda x: pick(x) if eqx.is_array(x) else x, policy)
 
 
 class _Shared:

@@ -6,6 +6,10 @@ run never leaves a half-written file)::
     DIR/config.json       the resolved Config and Hyperparams, seeds, format version
     DIR/metrics.jsonl     one JSON object per chunk and seed
     DIR/checkpoint.eqx    the TrainState of every seed after the last chunk (Equinox serialisation)
+    DIR/policies/steps-000030000.eqx
+                          every seed's policy after the chunk that ended at 30,000
+                          environment steps per seed: one small file per chunk, kept, so
+                          that a policy along the run can be studied (``svgx ablate``)
     DIR/curve.png         learning curve (mean and 95% confidence band over seeds)
     DIR/stopped.json      only when the run went non-finite: where and why (it cannot be resumed)
 
@@ -20,6 +24,7 @@ import dataclasses
 import io
 import json
 import pathlib
+import re
 
 import equinox as eqx
 import jax
@@ -32,6 +37,7 @@ from svgx.io import atomic_write_bytes, atomic_write_text
 
 FORMAT = 2  # bump when the layout or the TrainState changes incompatibly (2: svgx.algorithms)
 CONFIG, METRICS, CHECKPOINT, CURVE = "config.json", "metrics.jsonl", "checkpoint.eqx", "curve.png"
+POLICIES = "policies"  # policy snapshots, one per chunk (save_policies)
 STOPPED = "stopped.json"  # written when the run went non-finite (svgx.divergence)
 # Metrics that are measured times: they differ between two runs of the same program.
 TIMINGS = ("wall_time", "compile_time")
@@ -116,6 +122,8 @@ def create(path: str | pathlib.Path, spec: RunSpec, *, overwrite: bool = False) 
     if overwrite:
         for name in (METRICS, CHECKPOINT, CURVE, STOPPED):
             (path / name).unlink(missing_ok=True)
+        for snapshot in policy_snapshots(path).values():
+            snapshot.unlink()
     atomic_write_text(path / CONFIG, spec.to_json())
     return path
 
@@ -194,6 +202,36 @@ def load_checkpoint(path: str | pathlib.Path, like):
     file = pathlib.Path(path) / CHECKPOINT
     if not file.is_file():
         raise RunDirError(f"{str(file)!r}: no checkpoint to resume from")
+    chunks_done, state = _load_leaves(file, (np.zeros((), np.int32), like))
+    return state, int(chunks_done)
+
+
+def save_policies(path: str | pathlib.Path, policy, env_steps: int) -> None:
+    """``policy`` (every seed's, batched) after the chunk that ended at ``env_steps``
+    environment steps per seed, as ``DIR/policies/steps-NNNNNNNNN.eqx``."""
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, unwrap_keys(policy))
+    folder = pathlib.Path(path) / POLICIES
+    folder.mkdir(exist_ok=True)
+    atomic_write_bytes(folder / f"steps-{env_steps:09d}.eqx", buffer.getvalue())
+
+
+def policy_snapshots(path: str | pathlib.Path) -> dict[int, pathlib.Path]:
+    """The policy snapshots of the run in ``path``: environment steps per seed -> file."""
+    folder = pathlib.Path(path) / POLICIES
+    found = (re.fullmatch(r"steps-(\d+)\.eqx", f.name) for f in folder.glob("steps-*.eqx"))
+    return {int(m[1]): folder / m[0] for m in sorted(found, key=lambda m: int(m[1])) if m}
+
+
+def load_policies(file: str | pathlib.Path, like):
+    """Every seed's policy from a snapshot ``file`` (:func:`save_policies`), shaped like
+    ``like`` (the batched policy or its ``eval_shape``)."""
+    return _load_leaves(pathlib.Path(file), like)
+
+
+def _load_leaves(file: pathlib.Path, like):
+    """A pytree shaped like ``like`` (arrays, typed PRNG keys or their ``eval_shape``)
+    from ``file``; a corrupt file or one of another shape is a :class:`RunDirError`."""
     keys = jax.tree.map(_is_key, like)
     template = jax.tree.map(
         lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x,
@@ -204,7 +242,7 @@ def load_checkpoint(path: str | pathlib.Path, like):
     )
     try:
         with open(file, "rb") as f:
-            chunks_done, state = eqx.tree_deserialise_leaves(f, (np.zeros((), np.int32), template))
+            tree = eqx.tree_deserialise_leaves(f, template)
             if f.read(1):
                 raise ValueError("trailing bytes")
     except Exception as error:
@@ -212,10 +250,9 @@ def load_checkpoint(path: str | pathlib.Path, like):
             f"{str(file)!r}: corrupt or from another run configuration "
             f"({type(error).__name__}: {error})"
         ) from None
-    state = jax.tree.map(
-        lambda x, is_key: jax.random.wrap_key_data(x) if is_key else jnp.asarray(x), state, keys
+    return jax.tree.map(
+        lambda x, is_key: jax.random.wrap_key_data(x) if is_key else jnp.asarray(x), tree, keys
     )
-    return state, int(chunks_done)
 
 
 def _is_array_like(x) -> bool:

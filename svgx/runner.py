@@ -12,10 +12,10 @@ a multiple of the device count), and the same code runs on one CPU, several
 GPUs, or several hosts after ``jax.distributed.initialize()`` (every process
 runs the same command; process 0 writes the files).
 
-:func:`run_in_dir` adds a run directory (:mod:`svgx.rundir`): metrics and a
-checkpoint after every chunk, a learning-curve PNG, Ctrl-C stops after the
-current chunk with everything saved, and :func:`resume` continues a run to the
-same final state, bit for bit, as if it had never stopped.
+:func:`run_in_dir` adds a run directory (:mod:`svgx.rundir`): metrics, a
+checkpoint and a snapshot of the policies after every chunk, a learning-curve PNG,
+Ctrl-C stops after the current chunk with everything saved, and :func:`resume`
+continues a run to the same final state, bit for bit, as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -436,6 +436,7 @@ def run_in_dir(
         saved.append(index)
         if writer:
             rundir.write_metrics(out, history)
+            rundir.save_policies(out, state.policy, int(np.max(history[-1]["env_steps"])))
             rundir.save_checkpoint(out, state, len(history))
             if time.perf_counter() - last_plot[0] >= CURVE_EVERY_S:
                 plot()

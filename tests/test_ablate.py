@@ -300,17 +300,22 @@ def exact_gradient_norm(policy, horizon):
 
 
 def test_a_policy_from_a_training_run_is_diagnosed(tmp_path):
+    """The run's last checkpoint, and its policy snapshot after the first chunk."""
     run = tmp_path / "run"
     config = Config(algo="svg1_er", iterations=4, chunks=2, **TINY_LQG)
     spec = rundir.RunSpec(config, Hyperparams(), seeds=2, seed=0)
     runner.run_in_dir(run, spec, progress=lambda line: None)
+    snapshots = rundir.policy_snapshots(run)
+    steps_per_chunk = 2 * config.n_envs * config.steps_per_iteration
+    assert list(snapshots) == [steps_per_chunk, 2 * steps_per_chunk]
+    first = snapshots[steps_per_chunk]
     grid = tmp_path / "trained.toml"
     grid.write_text(
         f"""
         env = "lqg"
         horizon = 10
         estimator = "svg1"
-        policy = ["initial", "{run}"]
+        policy = ["initial", "{run}", "{first}"]
         policy_seed = [0, 1]
         samples = 16
         batches = 4
@@ -321,12 +326,18 @@ def test_a_policy_from_a_training_run_is_diagnosed(tmp_path):
         ("initial", None),
         (str(run), 0),
         (str(run), 1),
+        (str(first), 0),
+        (str(first), 1),
     ]
     state, _ = rundir.load_checkpoint(run, runner.state_shape(spec))
+    last = rundir.load_policies(snapshots[2 * steps_per_chunk], runner.state_shape(spec).policy)
+    for a, b in zip(jax.tree.leaves(state.policy), jax.tree.leaves(last), strict=True):
+        np.testing.assert_array_equal(a, b)  # the last snapshot is the checkpoint's policy
+    halfway = rundir.load_policies(first, runner.state_shape(spec).policy)
     norms = []
-    for record in records[1:]:
+    for record, policies in zip(records[1:], [state.policy] * 2 + [halfway] * 2, strict=True):
         seed = record["cell"]["policy_seed"]
-        policy = jax.tree.map(lambda x, i=seed: x[i] if eqx.is_array(x) else x, state.policy)
+        policy = jax.tree.map(lambda x, i=seed: x[i] if eqx.is_array(x) else x, policies)
         (diagnosis,) = record["per_seed"]
         expected = exact_gradient_norm(policy, horizon=10)
         assert diagnosis["reference_norm"] == pytest.approx(expected, rel=1e-4)
@@ -334,6 +345,7 @@ def test_a_policy_from_a_training_run_is_diagnosed(tmp_path):
         norms.append(expected)
     initial = records[0]["per_seed"][0]["reference_norm"]
     assert not np.isclose(initial, norms[0], rtol=1e-3)  # not the initial policy's gradient
+    assert not np.isclose(norms[2], norms[0], rtol=1e-3)  # halfway is not the end
     assert "(seed 1)" in (tmp_path / "trained" / ablate.TABLE).read_text()
 
 
@@ -346,3 +358,5 @@ def test_a_policy_from_a_run_of_another_task_is_an_error_naming_both(tmp_path):
         cells_of(f'env = "cartpole"\nhorizon = 10\npolicy = "{run}"\npolicy_seed = 3')
     with pytest.raises(ValueError, match=r"no checkpoint"):
         cells_of(f'env = "cartpole"\npolicy = "{run}"')
+    with pytest.raises(ValueError, match=r"no such snapshot; the run's snapshots are after none"):
+        cells_of(f'env = "cartpole"\npolicy = "{run}/policies/steps-000001000.eqx"')

@@ -42,7 +42,11 @@ def svgx(*args, env=None, **kwargs):
 
 
 def snapshot(directory: pathlib.Path):
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def without_wall_time(history):
@@ -72,6 +76,8 @@ def test_train_writes_a_run_directory_and_refuses_to_overwrite_it(tmp_path, caps
     assert row["chunk"] == 2 and row["seed"] == 1
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "chunk 3/3" in capsys.readouterr().err
+    steps = [int(json.loads(line)["env_steps"]) for line in lines[::2]]
+    assert list(rundir.policy_snapshots(out)) == steps  # one policy snapshot per chunk
 
     before = snapshot(out)
     with pytest.raises(SystemExit) as exit_:
@@ -79,6 +85,9 @@ def test_train_writes_a_run_directory_and_refuses_to_overwrite_it(tmp_path, caps
     assert exit_.value.code == 2
     assert "already holds a run" in capsys.readouterr().err
     assert snapshot(out) == before
+    rundir.create(out, spec, overwrite=True)  # --overwrite: nothing of the old run is left
+    assert {p.name for p in out.iterdir()} == {"config.json", "policies"}
+    assert rundir.policy_snapshots(out) == {}
 
 
 def test_steps_sets_the_iterations():
