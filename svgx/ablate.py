@@ -575,10 +575,13 @@ def run_grid(
     out: str | pathlib.Path | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    report_only: bool = False,
 ) -> list[dict]:
     """Runs the grid in ``file`` into ``out`` (default: the file's path without
     ``.toml``), skipping the cells that ``out/cells.jsonl`` holds; then writes
-    ``out/ablation.md`` and the heat maps. Returns the grid's records, in its order."""
+    ``out/ablation.md`` and the heat maps. Returns the grid's records, in its order.
+    With ``report_only``, runs no cell: the table and heat maps show the finished
+    cells, and the table says how many are not finished."""
     path = pathlib.Path(file)
     if not path.is_file():
         raise FileNotFoundError(f"grid file {str(file)!r}: no such file")
@@ -588,7 +591,7 @@ def run_grid(
     done = read_cells(out)
     shared = _Shared()
     for index, cell in enumerate(cells, 1):
-        if cell.key in done:
+        if cell.key in done or report_only:
             continue
         record = run_cell(cell, shared)
         _append(out / CELLS, record)
@@ -599,8 +602,21 @@ def run_grid(
             f"[{index}/{len(cells)}] {cell.label}: cosine {_cosine(record['cosine'])} "
             f"({record['seconds']:.1f} s{failed})"
         )
-    records = [done[cell.key] for cell in cells]
-    atomic_write_text(out / TABLE, markdown(records, command=f"svgx ablate {path} --out {out}"))
+    records = [done[cell.key] for cell in cells if cell.key in done]
+    command = f"svgx ablate {path} --out {out}"
+    if len(records) < len(cells):
+        command += " --report-only"
+        unfinished = [cell for cell in cells if cell.key not in done]
+        note = (
+            f"{len(records)} of the grid's {len(cells)} cells are finished; the table shows "
+            f"those. The next unfinished cell: {unfinished[0].label}. The same command "
+            "without --report-only runs the rest."
+        )
+    else:
+        note = None
+    if not records:
+        raise ValueError(f"{str(out)!r}: no finished cell of the grid {str(path)!r} to report")
+    atomic_write_text(out / TABLE, markdown(records, command=command, note=note))
     for name, figure in heat_maps(records).items():
         atomic_write_bytes(out / name, figure)
     return records
@@ -648,12 +664,14 @@ HEADERS = dict(
 )
 
 
-def markdown(records: list[dict], command: str | None = None) -> str:
+def markdown(records: list[dict], command: str | None = None, note: str | None = None) -> str:
     """One table per task: a row per cell, the columns of README, "Model-error ablations";
-    ``command``, the one that made it, under the title."""
+    ``command``, the one that made it, and a ``note``, under the title."""
     lines = ["# Gradient-quality ablation", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
+    if note:
+        lines += [f"**{note}**", ""]
     lines.append(
         "cosine: mean over seeds of the mean cosine between a batch's estimate and the "
         "reference gradient (± its standard deviation over seeds); rel. bias: "

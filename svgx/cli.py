@@ -135,6 +135,8 @@ class AblateArgs:
     """the grid file."""
     out: str | None = None
     """output directory (default: the file's name without .toml, next to it)."""
+    report_only: bool = False
+    """run no cell: write the table and heat maps of the cells finished so far."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,7 +441,7 @@ def diagnose_command(args) -> None:
 def ablate_command(args: AblateArgs) -> None:
     from svgx import ablate
 
-    records = ablate.run_grid(args.file, args.out)
+    records = ablate.run_grid(args.file, args.out, report_only=args.report_only)
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.file).with_suffix("")
     print(f"{out / ablate.TABLE} ({len(records)} cells)")
 

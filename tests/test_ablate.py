@@ -184,7 +184,15 @@ def test_rerunning_skips_finished_cells_and_recomputes_only_an_unfinished_one(
     # An interrupted grid: the last cell never finished.
     lines = before.decode().splitlines(keepends=True)
     (out / ablate.CELLS).write_text("".join(lines[:-1]))
+    # --report-only shows the 5 finished cells and runs none.
+    cli.main(["ablate", str(grid), "--out", str(out), "--report-only"])
+    assert calls == [] and (out / ablate.CELLS).read_text() == "".join(lines[:-1])
+    table = (out / ablate.TABLE).read_text()
+    assert len([line for line in table.splitlines() if line.startswith("| initial |")]) == 5
+    assert f"svgx ablate {grid} --out {out} --report-only" in table
+    assert "5 of the grid's 6 cells are finished" in table
     records = ablate.run_grid(grid, out, progress=lambda line: None)
+    assert "--report-only" not in (out / ablate.TABLE).read_text()
     assert len(calls) == 2  # that cell's two seeds, nothing else
     assert {c.seed for c in calls} == {0, 1}
     after = (out / ablate.CELLS).read_text().splitlines(keepends=True)
