@@ -268,7 +268,12 @@ def iterations_for_steps(config: Config, steps: int) -> int:
     chunks)."""
     if steps < 1:
         raise ValueError(f"steps={steps!r}: must be an integer >= 1")
-    per_env = config.make_env().horizon if config.on_policy else config.steps_per_iteration
-    per_iteration = config.n_envs * per_env
-    iterations = math.ceil(steps / per_iteration)
+    iterations = math.ceil(steps / env_steps_per_iteration(config))
     return math.ceil(iterations / config.chunks) * config.chunks
+
+
+def env_steps_per_iteration(config: Config) -> int:
+    """Environment steps per seed that one iteration collects: whole episodes of every
+    environment for the on-policy algorithms, ``steps_per_iteration`` of each otherwise."""
+    per_env = config.make_env().horizon if config.on_policy else config.steps_per_iteration
+    return config.n_envs * per_env

@@ -8,7 +8,9 @@ policies from ``svgx train`` run directories."""
 import dataclasses
 import json
 import math
+import pathlib
 import shutil
+import tomllib
 
 import equinox as eqx
 import jax
@@ -18,8 +20,8 @@ from small import TINY_LQG
 from test_diagnostics import trace_counts, traces
 
 import envs
-from svgx import ablate, cli, diagnostics, rundir, runner
-from svgx.config import Config, Hyperparams
+from svgx import ablate, cli, diagnostics, rundir, runner, sweep
+from svgx.config import Config, Hyperparams, env_steps_per_iteration
 from svgx.policy import linear_gaussian_params
 
 # Two depths x (the simulator + two model widths), 2 seeds, tiny sizes: 6 cells.
@@ -368,3 +370,33 @@ def test_a_policy_from_a_run_of_another_task_is_an_error_naming_both(tmp_path):
         cells_of(f'env = "cartpole"\npolicy = "{run}"')
     with pytest.raises(ValueError, match=r"no such snapshot; the run's snapshots are after none"):
         cells_of(f'env = "cartpole"\npolicy = "{run}/policies/steps-000001000.eqx"')
+
+
+def test_the_trained_policy_grids_name_snapshots_that_the_policies_sweep_writes():
+    """experiments/ablation/trained_*.toml diagnose policies of the runs that
+    experiments/ablation/policies.toml trains: each names one of its groups, of the
+    grid's task, and a snapshot at the end of one of its chunks."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    folder = root / "experiments" / "ablation"
+    groups = {g.name: g.spec for g in sweep.parse((folder / "policies.toml").read_text())}
+    grids = sorted(folder.glob("trained_*.toml"))
+    assert [g.stem for g in grids] == [
+        "trained_cartpole",
+        "trained_hand",
+        "trained_lqg",
+        "trained_reacher4",
+        "trained_swimmer3",
+    ]
+    for grid in grids:
+        fields = tomllib.loads(grid.read_text())
+        assert len(fields["policy"]) == 2, grid
+        for policy in fields["policy"]:
+            run, snapshot = ablate.run_of(policy)
+            assert snapshot is not None and run.parent == pathlib.Path("runs/ablation/policies")
+            config = groups[run.name].config
+            assert config.env == fields["env"], grid
+            per_chunk = env_steps_per_iteration(config) * config.iterations // config.chunks
+            chunk_ends = {per_chunk * (i + 1) for i in range(config.chunks)}
+            assert int(snapshot.stem.removeprefix("steps-")) in chunk_ends, (grid, policy)
+        if fields["env"] == "hand":  # the run's task is the grid's hand, cut to 100 steps
+            assert config.env_options == fields["env_options"] == {"horizon": 100}
