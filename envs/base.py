@@ -68,6 +68,10 @@ class Env(abc.ABC):
     # Rewards that depend on the time index (the hand task's terminal reward)
     # need ``t`` in ``step``; time-invariant tasks ignore it.
     time_dependent: ClassVar[bool] = False
+    # A state with a coordinate beyond this magnitude is a simulation that diverged
+    # (training treats it as a non-finite one: the episode ends, the step is not learned
+    # from); no bound for tasks whose states may grow without limit (lqg).
+    max_state_abs: ClassVar[float] = float("inf")
 
     @property
     @abc.abstractmethod
@@ -202,6 +206,9 @@ class MjxEnv(Env):
     asset: ClassVar[str]
     n_substeps: ClassVar[int] = 1
     task_size: ClassVar[int] = 0
+    # Far beyond any physical state of these tasks (positions in metres, velocities in
+    # m/s or rad/s; a diverging contact simulation passes 1e20 before it is non-finite).
+    max_state_abs: ClassVar[float] = 1e6
 
     def __init__(self, config: EnvConfig):
         self.config = config

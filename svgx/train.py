@@ -22,9 +22,9 @@ fresh batch.
 
 Numerical safety: every update clips its gradient's global norm; an update
 whose loss or gradient is not finite is skipped (parameters and optimiser state
-unchanged) and counted. An environment step that produces a non-finite state
-(a contact simulation that diverged) ends that episode, is stored with
-``s' = s`` and ``r = 0`` and is counted.
+unchanged) and counted. An environment step that produces a non-finite state, or
+one beyond the task's ``max_state_abs`` (a contact simulation that diverged), ends
+that episode, is stored with ``s' = s`` and ``r = 0`` and is counted.
 """
 
 from __future__ import annotations
@@ -264,7 +264,11 @@ def make_train(config: Config) -> Train:
         s_next, r, done, info = jax.vmap(env.step)(
             env_state.s, a, jax.random.split(key_env, n_envs), env_state.t
         )
-        bad = ~(jnp.all(jnp.isfinite(s_next), axis=-1) & jnp.isfinite(r))
+        bad = ~(
+            jnp.all(jnp.isfinite(s_next), axis=-1)
+            & jnp.isfinite(r)
+            & (jnp.max(jnp.abs(s_next), axis=-1, initial=0.0) <= env.max_state_abs)
+        )
         s_next = jnp.where(bad[:, None], env_state.s, s_next)
         r = jnp.where(bad, 0.0, r)
         done = done | bad

@@ -220,20 +220,25 @@ def test_a_planted_nan_is_counted_and_never_reaches_the_parameters(monkeypatch):
     assert all(jnp.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
-def test_a_diverged_environment_step_is_counted_and_its_episode_restarts(monkeypatch):
+@pytest.mark.parametrize("diverged", [jnp.inf, 1e20], ids=["non-finite", "beyond the bound"])
+def test_a_diverged_environment_step_is_counted_and_its_episode_restarts(monkeypatch, diverged):
+    """A step to a non-finite state, or to one beyond the task's ``max_state_abs`` (a
+    diverging contact simulation is huge before it is non-finite), is not learned from."""
     config = Config(algo="svg1_er", **LQG, **SMALL)
     env_class = type(config.make_env())
     original = env_class.transition
 
     def transition(self, s, a, noise):
         s_next = original(self, s, a, noise)
-        return jnp.where(jnp.abs(s[0]) > 0.5, jnp.inf, s_next)
+        return jnp.where(jnp.abs(s[0]) > 0.5, diverged, s_next)
 
     monkeypatch.setattr(env_class, "transition", transition)
+    monkeypatch.setattr(env_class, "max_state_abs", 1e6)
     result = run(config, seeds=1, progress=lambda line: None, limits=TOLERANT)
     assert result.metrics[-1]["nonfinite_env_steps"].sum() > 0
     buffer = result.state.buffer
     assert jnp.isfinite(buffer.data.s_next).all() and jnp.isfinite(buffer.data.r).all()
+    assert jnp.abs(buffer.data.s_next).max() <= 1e6
 
 
 # --- learning ---------------------------------------------------------------------
