@@ -62,6 +62,7 @@ import math
 import pathlib
 import re
 import sys
+import textwrap
 import time
 import tomllib
 import typing
@@ -705,8 +706,8 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
                     values.append(estimator_label(cell))
                 elif c == "jacobians":
                     values.append(cell["jacobians"] or "none")
-                elif c == "policy" and cell["policy"] != "initial":
-                    values.append(f"{cell['policy']} (seed {cell['policy_seed']})")
+                elif c == "policy":
+                    values.append(_policy_label(cell))
                 else:
                     values.append("—" if cell[c] is None else str(cell[c]))
             spread = "" if r["cosine_spread"] is None else f" ± {r['cosine_spread']:.2g}"
@@ -736,10 +737,17 @@ def _covers(wide: dict, narrow: dict) -> bool:
     return all(v is None or wide[k] == v for k, v in narrow.items())
 
 
-def _policy_label(group: dict, sep: str = " seed ") -> str:
-    return group["policy"] + (
-        "" if group["policy"] == "initial" else f"{sep}{group['policy_seed']}"
-    )
+def _policy_label(group: dict, file_name: bool = False) -> str:
+    """``initial``, or the run's directory name, the snapshot's steps and the seed
+    (``g01-cartpole-svg1_er after 30000 steps, seed 0``; in a file name
+    ``g01-cartpole-svg1_er-30000steps-seed0``)."""
+    if group["policy"] == "initial":
+        return "initial"
+    run, snapshot = run_of(group["policy"])
+    steps = snapshot.stem.removeprefix("steps-").lstrip("0") or "0" if snapshot else None
+    if file_name:
+        return f"{run.name}{f'-{steps}steps' if steps else ''}-seed{group['policy_seed']}"
+    return f"{run.name}{f' after {steps} steps' if steps else ''}, seed {group['policy_seed']}"
 
 
 def heat_maps(records: list[dict]) -> dict[str, bytes]:
@@ -755,23 +763,27 @@ def heat_maps(records: list[dict]) -> dict[str, bytes]:
     for group in groups:
         members = [r for r in records if _covers(group, _group(r["cell"]))]
         others = [g for g in groups if g["env"] == group["env"] and g != group]
+        # Values that tell this map from another of its task (one that applies to one
+        # kind of cell only, as policy_std to the initial policy, tells nothing).
         varying = [
             k
             for k in group
-            if k not in ("env", "policy", "policy_seed") and any(g[k] != group[k] for g in others)
+            if k not in ("env", "policy", "policy_seed")
+            and group[k] is not None
+            and any(g[k] is not None and g[k] != group[k] for g in others)
         ]
         amounts = sorted({r["cell"]["model_transitions"] for r in members} - {None}) or [None]
         for amount in amounts:
             chosen = [r for r in members if r["cell"]["model_transitions"] in (None, amount)]
             parts = [
                 group["env"],
-                _policy_label(group, "-seed"),
+                _policy_label(group, file_name=True),
                 *(f"{k}{group[k]}" for k in varying),
             ]
             parts.append("simulator" if amount is None else f"n{amount}")
             name = re.sub(r"[^A-Za-z0-9.=_-]+", "_", "-".join(["heatmap", *parts])) + ".png"
             title = f"{group['env']}: cosine to the reference\npolicy {_policy_label(group)}"
-            title += "" if amount is None else f", model fitted on {amount} transitions"
+            title += "" if amount is None else f"\nmodel fitted on {amount} transitions"
             title += "".join(f", {k}={group[k]}" for k in varying)
             figures[name] = _heat_map(chosen, title)
     return figures
@@ -811,7 +823,9 @@ def _heat_map(records: list[dict], title: str) -> bytes:
         range(len(columns)), ["simulator\n(or none)", *(f"learned\nH={w}" for w in widths)]
     )
     ax.set_yticks(range(len(rows)), [estimator_label(dict(estimator=e, k=k)) for e, k in rows])
-    ax.set_title(title, fontsize=9)
+    # Each line of the title wrapped to the figure's width (about 13 characters an inch).
+    width = int(13 * size[0])
+    ax.set_title("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=9)
     fig.colorbar(image, ax=ax, label="cosine")
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -356,7 +356,12 @@ def test_a_policy_from_a_training_run_is_diagnosed(tmp_path):
     initial = records[0]["per_seed"][0]["reference_norm"]
     assert not np.isclose(initial, norms[0], rtol=1e-3)  # not the initial policy's gradient
     assert not np.isclose(norms[2], norms[0], rtol=1e-3)  # halfway is not the end
-    assert "(seed 1)" in (tmp_path / "trained" / ablate.TABLE).read_text()
+    table = (tmp_path / "trained" / ablate.TABLE).read_text()
+    assert f"| run after {steps_per_chunk} steps, seed 1 | svg1 |" in table
+    assert "| run, seed 1 | svg1 |" in table
+    maps = sorted(p.name for p in (tmp_path / "trained").glob("heatmap-*.png"))
+    assert f"heatmap-lqg-run-{steps_per_chunk}steps-seed1-simulator.png" in maps, maps
+    assert "heatmap-lqg-run-seed1-simulator.png" in maps, maps
 
 
 def test_a_policy_from_a_run_of_another_task_is_an_error_naming_both(tmp_path):
