@@ -320,6 +320,9 @@ def _progress_line(
     counts = _nonfinite_counts(metrics, previous)
     if any(counts.values()):
         line += "  WARNING this chunk: " + ", ".join(f"{n} {what}" for what, n in counts.items())
+    diverged = int(metrics["eval_diverged"].sum()) if "eval_diverged" in metrics else 0
+    if diverged:
+        line += f"  WARNING: {diverged} evaluation episode(s) diverged (ended early, no success)"
     return line
 
 

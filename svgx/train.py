@@ -644,10 +644,24 @@ def make_train(config: Config) -> Train:
         return state, metrics | learning_metrics(state, hp)
 
     def evaluate(state: TrainState, key: PRNGKeyArray):
-        """``eval_episodes`` episodes with the mean action: mean return and success rate."""
+        """``eval_episodes`` episodes with the mean action: mean return, success rate, and
+        how many diverged. As in training, a diverged step (a non-finite state or reward,
+        or a state beyond the task's ``max_state_abs``) ends its episode: the return
+        counts the rewards before it, and the episode is not a success."""
         data = rollout.episodes(env, state.policy, key, config.eval_episodes, deterministic=True)
-        success = jax.vmap(env.success)(data.s_next[:, -1])
-        return dict(eval_return=data.r.sum(1).mean(), eval_success=success.mean())
+        bad = ~(
+            jnp.all(jnp.isfinite(data.s_next), axis=-1)
+            & jnp.isfinite(data.r)
+            & (jnp.max(jnp.abs(data.s_next), axis=-1, initial=0.0) <= env.max_state_abs)
+        )
+        before = jnp.cumsum(bad, axis=1) == 0  # the steps before the first bad one
+        diverged = bad.any(axis=1)
+        success = jax.vmap(env.success)(data.s_next[:, -1]) & ~diverged
+        return dict(
+            eval_return=jnp.where(before, data.r, 0.0).sum(1).mean(),
+            eval_success=success.mean(),
+            eval_diverged=diverged.sum(),
+        )
 
     def train(key: PRNGKeyArray, hp: Hyperparams):
         """The whole run: ``(final state, metrics with a leading axis of chunks)``."""

@@ -65,6 +65,7 @@ def matrix():
 COMMON_METRICS = {
     "eval_return",
     "eval_success",
+    "eval_diverged",
     "train_return",
     "policy_loss",
     "policy_grad_norm",
@@ -234,11 +235,16 @@ def test_a_diverged_environment_step_is_counted_and_its_episode_restarts(monkeyp
 
     monkeypatch.setattr(env_class, "transition", transition)
     monkeypatch.setattr(env_class, "max_state_abs", 1e6)
-    result = run(config, seeds=1, progress=lambda line: None, limits=TOLERANT)
+    lines = []
+    result = run(config, seeds=1, progress=lines.append, limits=TOLERANT)
     assert result.metrics[-1]["nonfinite_env_steps"].sum() > 0
     buffer = result.state.buffer
     assert jnp.isfinite(buffer.data.s_next).all() and jnp.isfinite(buffer.data.r).all()
     assert jnp.abs(buffer.data.s_next).max() <= 1e6
+    # Evaluation ends a diverged episode too: its return stays finite, and it is counted.
+    assert np.isfinite(result.metrics[-1]["eval_return"]).all()
+    assert result.metrics[-1]["eval_diverged"].sum() > 0
+    assert any("evaluation episode(s) diverged" in line for line in lines), lines
 
 
 # --- learning ---------------------------------------------------------------------
