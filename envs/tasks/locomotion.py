@@ -107,8 +107,8 @@ class Monoped(_Planar):
 
     name = "monoped"
     asset = "monoped.xml"
-    # 16 substeps of 1.25 ms: at 2.5 ms (8 substeps) 1 of 256 rollouts of 200 steps of
-    # random actions and the task's torque noise diverged (|s| past 7e4 first).
+    # 16 substeps of 1.25 ms: at 2.5 ms (8 substeps) 1 of the 256 random-action rollouts
+    # of tests/test_envs.py's divergence test diverged (|s| past 7e4 first).
     n_substeps = 16
 
     def __init__(self, config):
