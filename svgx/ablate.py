@@ -744,10 +744,15 @@ def _policy_label(group: dict, file_name: bool = False) -> str:
     if group["policy"] == "initial":
         return "initial"
     run, snapshot = run_of(group["policy"])
-    steps = snapshot.stem.removeprefix("steps-").lstrip("0") or "0" if snapshot else None
-    if file_name:
-        return f"{run.name}{f'-{steps}steps' if steps else ''}-seed{group['policy_seed']}"
-    return f"{run.name}{f' after {steps} steps' if steps else ''}, seed {group['policy_seed']}"
+    seed = group["policy_seed"]
+    if snapshot is None:
+        return f"{run.name}-seed{seed}" if file_name else f"{run.name}, seed {seed}"
+    steps = int(snapshot.stem.removeprefix("steps-"))
+    return (
+        f"{run.name}-{steps}steps-seed{seed}"
+        if file_name
+        else (f"{run.name} after {steps} steps, seed {seed}")
+    )
 
 
 def heat_maps(records: list[dict]) -> dict[str, bytes]:
