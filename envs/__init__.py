@@ -10,15 +10,32 @@ and the ``lqg`` probe (a linear-quadratic-Gaussian system with closed-form answe
 import contextlib
 import io
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see svgx/__init__.py
 
-# mujoco.mjx prints "Failed to import warp" when its optional Warp backend is
-# absent; svgx always uses impl="jax" (the one with gradients), so hush it.
+# svgx always uses MJX's impl="jax", the one with gradients. When Warp is installed
+# (MuJoCo Playground brings it), importing mujoco.mjx also imports Warp and defines
+# MJX's Warp kernels: 3-4 s of every process's start on 2 cores (2.0 s against 5.4 s
+# for `import mujoco.mjx`). So MJX is imported with Warp hidden, unless
+# SVGX_MJX_WARP=1 (to use MJX's Warp backend in a process that imports svgx first);
+# Warp itself stays importable afterwards. MJX prints "Failed to import warp" when it
+# finds none; that is hushed.
+_HIDE_WARP = (
+    os.environ.get("SVGX_MJX_WARP") != "1"
+    and "warp" not in sys.modules
+    and "mujoco.mjx" not in sys.modules
+)
 with contextlib.redirect_stdout(io.StringIO()):
-    from mujoco import mjx  # noqa: F401
+    if _HIDE_WARP:
+        sys.modules["warp"] = None  # makes `import warp` fail
+    try:
+        from mujoco import mjx  # noqa: F401
+    finally:
+        if _HIDE_WARP:
+            del sys.modules["warp"]
 
-from envs import mjx_patch
+from envs import mjx_patch  # noqa: E402  (after MJX is imported without Warp)
 
 mjx_patch.apply()  # finite solver gradients, fast deep chains; see envs/mjx_patch.py
 

@@ -223,6 +223,13 @@ class MjxEnv(Env):
         circular = hinge & ~self.mj_model.jnt_limited.astype(bool)
         self._circular_qpos = np.asarray(self.mj_model.jnt_qposadr[circular], dtype=int)
         self._linear_qpos = np.setdiff1d(np.arange(self.nq), self._circular_qpos)
+        # The physics as one jitted function of this task: jax keeps a jitted function's
+        # trace (by the function and its input types) and the derivatives and batching
+        # of that trace, so a training chunk, which calls ``transition`` from several
+        # places under vmap, scan and grad, traces MJX once rather than once per call
+        # (cart-pole's svg1_er chunk: 35 s of tracing before, 16 s after;
+        # experiments/results/bench_warm.md).
+        self._integrate = jax.jit(self._integrate_substeps)
 
     @property
     def has_contact(self) -> bool:
@@ -273,9 +280,15 @@ class MjxEnv(Env):
     def transition(self, s, a, noise):
         self.check_shapes(s, a, noise)
         qpos, qvel, task = self.split(s)
-        data = self._data(qpos, qvel).replace(
-            ctrl=a.astype(s.dtype), qfrc_applied=self._applied_force(s, noise)
-        )
+        qpos, qvel = self._integrate(qpos, qvel, a.astype(s.dtype), self._applied_force(s, noise))
+        return self.join(qpos, qvel, self._task_transition(task, noise))
+
+    def _integrate_substeps(
+        self, qpos: Array, qvel: Array, ctrl: Array, qfrc_applied: Array
+    ) -> tuple[Array, Array]:
+        """``n_substeps`` MJX steps from ``(qpos, qvel)`` under fixed controls and
+        applied forces (jitted as ``self._integrate``)."""
+        data = self._data(qpos, qvel).replace(ctrl=ctrl, qfrc_applied=qfrc_applied)
 
         # Carry only the integrated state through the substeps: every other field of
         # mjx.Data is recomputed by mjx.step, and a small carry keeps the scan's
@@ -285,9 +298,9 @@ class MjxEnv(Env):
             d = mjx.step(self.mjx_model, data.replace(qpos=q, qvel=v, qacc_warmstart=warm))
             return (d.qpos, d.qvel, d.qacc_warmstart), None
 
-        carry = (qpos, qvel, jnp.zeros(self.nv, s.dtype))
+        carry = (qpos, qvel, jnp.zeros(self.nv, qpos.dtype))
         (qpos, qvel, _), _ = jax.lax.scan(substep, carry, None, length=self.n_substeps)
-        return self.join(qpos, qvel, self._task_transition(task, noise))
+        return qpos, qvel
 
     def site_pos(self, s: Float[Array, " n_s"], site_id: int) -> Float[Array, " 3"]:
         """World position of site ``site_id`` (``mj_model.site(name).id``) in state ``s``

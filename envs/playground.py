@@ -242,6 +242,8 @@ class PlaygroundEnv(MjxEnv):
         circular = hinge & ~model.jnt_limited.astype(bool)
         self._circular_qpos = np.asarray(model.jnt_qposadr[circular], dtype=int)
         self._linear_qpos = np.setdiff1d(np.arange(self.nq), self._circular_qpos)
+        # Traced once however often it is called (as MjxEnv's ``_integrate``).
+        self._transition = jax.jit(lambda s, a: self.flat_state(self._step(s, a)))
 
     @property
     def noise_size(self) -> int:
@@ -309,7 +311,7 @@ class PlaygroundEnv(MjxEnv):
 
     def transition(self, s, a, noise):
         self.check_shapes(s, a, noise)
-        return self.flat_state(self._step(s, a))
+        return self._transition(s, a)
 
     def reward(self, s, a, t):
         del t

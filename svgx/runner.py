@@ -20,6 +20,7 @@ continues a run to the same final state, bit for bit, as if it had never stopped
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import math
@@ -168,6 +169,12 @@ def programs(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh):
     )
 
 
+def _compile(lowered, float64: bool):
+    """``lowered.compile()`` under the run's precision (JAX's x64 switch is per thread)."""
+    with jax.enable_x64(float64):
+        return lowered.compile()
+
+
 def seed_mesh(n_seeds: int, devices=None) -> Mesh:
     """A 1-D mesh (axis ``"seeds"``) over as many devices as divide ``n_seeds`` evenly."""
     devices = jax.devices() if devices is None else devices
@@ -265,10 +272,14 @@ def run(
             offset = float(history[-1]["wall_time"][0]) if history else 0.0
             compile_offset = float(history[-1].get("compile_time", [0.0])[0]) if history else 0.0
             compile_time = 0.0
-        # Compiled ahead of time, so that the compile time is measured, not guessed.
+        # Compiled ahead of time, so that the compile time is measured, not guessed;
+        # XLA compiles the chunk in a thread (it releases the GIL) while Python traces
+        # and compiles the evaluation beside it.
         before = time.perf_counter()
-        chunk = chunk.lower(state, hp).compile()
-        evaluate = evaluate.lower(state, eval_keys).compile()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            chunk = pool.submit(_compile, chunk.lower(state, hp), config.float64)
+            evaluate = evaluate.lower(state, eval_keys).compile()
+            chunk = chunk.result()
         compile_time += time.perf_counter() - before
         interrupted, ends = False, [time.perf_counter()]
         for index in range(len(history), config.chunks):

@@ -272,3 +272,53 @@ def test_swimmer_can_observe_the_goal_in_its_heads_frame(heading, expected):
     qpos = jnp.zeros(env.nq).at[env._head_qpos].set(jnp.array([1.0, 0.0]))
     s = env.join(qpos.at[env._heading_qpos].set(heading), jnp.zeros(env.nv))
     np.testing.assert_allclose(env.observe(s)[-2:], expected, atol=1e-6)
+
+
+def test_the_physics_is_traced_once_however_transition_is_called(monkeypatch):
+    """A chunk calls ``transition`` from several places under vmap, scan and grad; the
+    MJX step is traced on the first call only (the jitted ``_integrate``), which halves
+    a cart-pole chunk's tracing (experiments/results/bench_warm.md)."""
+    from mujoco import mjx
+
+    env = envs.make("cartpole")
+    traced, step = [], mjx.step
+    monkeypatch.setattr(mjx, "step", lambda m, d: traced.append(1) or step(m, d))
+    s, a = jnp.zeros(env.state_size), jnp.zeros(env.action_size)
+    noise = jnp.zeros(env.noise_size)
+    jax.make_jaxpr(env.transition)(s, a, noise)
+    first = len(traced)
+    assert first >= 1
+    batch = (jnp.zeros((3, env.state_size)), jnp.zeros((3, env.action_size)))
+    jacobians = jax.vmap(jax.jacrev(env.transition, argnums=(0, 1)), in_axes=(0, 0, None))
+    jax.make_jaxpr(jacobians)(*batch, noise)
+
+    def rollout(s):
+        return jax.lax.scan(lambda s, _: (env.transition(s, a, noise), None), s, None, length=3)
+
+    jax.make_jaxpr(jax.grad(lambda s: rollout(s)[0].sum()))(s)
+    assert len(traced) == first
+
+
+@pytest.mark.parametrize("opt_in", [False, True])
+def test_mjx_is_imported_without_warp_unless_asked(opt_in):
+    """Importing svgx's tasks leaves Warp (installed with MuJoCo Playground) unloaded,
+    3-4 s of every start; Warp stays importable, and SVGX_MJX_WARP=1 loads it."""
+    import importlib.util
+    import os
+
+    if opt_in and importlib.util.find_spec("warp") is None:
+        pytest.skip("Warp is not installed")
+    code = (
+        "import sys, envs\n"
+        "from mujoco.mjx import warp as mjx_warp\n"
+        "print('warp' in sys.modules, mjx_warp.WARP_INSTALLED)\n"
+        "import importlib.util; print(importlib.util.find_spec('warp') is not None)\n"
+    )
+    env = {**os.environ, "SVGX_MJX_WARP": "1" if opt_in else "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    loaded, importable = result.stdout.strip().splitlines()
+    assert loaded == ("True True" if opt_in else "False False")
+    assert importable == str(importlib.util.find_spec("warp") is not None)
