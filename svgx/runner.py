@@ -100,8 +100,9 @@ def compiler_options() -> dict | None:
     return {"xla_backend_optimization_level": 0} if os.environ.get(FAST_COMPILE) == "1" else None
 
 
-def _vmapped(config: Config, hparams: Hyperparams, n_seeds: int):
-    """``(init, chunk, evaluate)`` of ``config``, ``vmap`` ped over seeds (not jitted)."""
+def _vmapped(config: Config, hparams: Hyperparams, n_seeds: int) -> dict[str, Callable]:
+    """``init``, ``chunk`` (= ``iterate`` then ``diagnostics``), ``iterate``,
+    ``diagnostics`` and ``evaluate`` of ``config``, ``vmap`` ped over seeds (not jitted)."""
     train = make_train(config)
     axes = hyperparams_axes(hparams, n_seeds)
 
@@ -109,10 +110,12 @@ def _vmapped(config: Config, hparams: Hyperparams, n_seeds: int):
         finite = {part: all_finite(tree) for part, tree in parameters(state).items()}
         return train.evaluate(state, key), finite
 
-    return (
-        jax.vmap(train.init, in_axes=(0, axes)),
-        jax.vmap(train.chunk, in_axes=(0, axes)),
-        jax.vmap(evaluate_and_check),
+    return dict(
+        init=jax.vmap(train.init, in_axes=(0, axes)),
+        chunk=jax.vmap(train.chunk, in_axes=(0, axes)),
+        iterate=jax.vmap(train.iterate, in_axes=(0, axes)),
+        diagnostics=jax.vmap(train.diagnostics, in_axes=(0, axes)),
+        evaluate=jax.vmap(evaluate_and_check),
     )
 
 
@@ -126,24 +129,33 @@ def compiled(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh | No
     also reports, per part, whether each seed's parameters are all finite. With a
     ``mesh`` (:func:`seed_mesh`), every output stays sharded over seeds, so the state a
     chunk returns has the layout the next chunk was compiled for."""
-    init, chunk, evaluate = _vmapped(config, hparams, n_seeds)
+    vmapped = _vmapped(config, hparams, n_seeds)
     options = _jit_options(mesh)
     return (
-        jax.jit(init, **options),
-        jax.jit(chunk, donate_argnums=0, **options),
-        jax.jit(evaluate, **options),
+        jax.jit(vmapped["init"], **options),
+        jax.jit(vmapped["chunk"], donate_argnums=0, **options),
+        jax.jit(vmapped["evaluate"], **options),
     )
 
 
 def programs(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh):
-    """:func:`compiled`'s programs as :func:`run` uses them: with the export cache
+    """``(init, iterate, diagnostics, evaluate)`` as :func:`run` uses them: a chunk
+    is ``iterate`` then ``diagnostics`` (its learning metrics), two programs so that
+    the second compiles while the first chunk trains. With the export cache
     (:mod:`svgx.export_cache`; on unless ``SVGX_EXPORT_CACHE=0``) on a one-device mesh,
     each is traced once and loaded from the cache by later runs. Each has
     ``lower(*args)`` (then ``.compile()``), as a jitted function does."""
-    if not (export_cache.enabled() and mesh.devices.size == 1 and jax.process_count() == 1):
-        return compiled(config, hparams, n_seeds, mesh)
-    init, chunk, evaluate = _vmapped(config, hparams, n_seeds)
+    vmapped = _vmapped(config, hparams, n_seeds)
     options = _jit_options(mesh)
+    if not (export_cache.enabled() and mesh.devices.size == 1 and jax.process_count() == 1):
+        return (
+            jax.jit(vmapped["init"], **options),
+            jax.jit(vmapped["iterate"], donate_argnums=0, **options),
+            jax.jit(vmapped["diagnostics"], **options),
+            jax.jit(vmapped["evaluate"], **options),
+        )
+    init, iterate = vmapped["init"], vmapped["iterate"]
+    diagnostics, evaluate = vmapped["diagnostics"], vmapped["evaluate"]
 
     def program(function, name, state_tree, returns, **extra):
         return export_cache.CachedProgram(
@@ -158,7 +170,17 @@ def programs(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh):
             "state",
         ),
         program(
-            chunk, "chunk", lambda state, hp: jax.tree.structure(state), "both", donate_argnums=0
+            iterate,
+            "iterate",
+            lambda state, hp: jax.tree.structure(state),
+            "both",
+            donate_argnums=0,
+        ),
+        program(
+            lambda state, hp: (None, diagnostics(state, hp)),
+            "diagnostics",
+            lambda state, hp: None,
+            "aux",
         ),
         program(
             lambda state, keys: (None, evaluate(state, keys)),
@@ -169,10 +191,16 @@ def programs(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh):
     )
 
 
-def _compile(lowered, float64: bool):
-    """``lowered.compile()`` under the run's precision (JAX's x64 switch is per thread)."""
+def _compile(program, float64: bool, *args):
+    """``program.lower(*args).compile()`` (``program.compile()`` without ``args``) under
+    the run's precision: JAX's x64 switch is per thread, and this runs in one."""
     with jax.enable_x64(float64):
-        return lowered.compile()
+        return (program.lower(*args) if args else program).compile()
+
+
+def _shape_of(x: jax.Array) -> jax.ShapeDtypeStruct:
+    weak_type = getattr(x, "weak_type", False)  # PRNG key arrays have none
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding, weak_type=weak_type)
 
 
 def seed_mesh(n_seeds: int, devices=None) -> Mesh:
@@ -257,7 +285,7 @@ def run(
         dtype = jnp.float64 if config.float64 else jnp.float32
         hparams = hparams.as_arrays(dtype)
         mesh = seed_mesh(seeds, devices)
-        init, chunk, evaluate = programs(config, hparams, seeds, mesh)
+        init, iterate, diagnostics, evaluate = programs(config, hparams, seeds, mesh)
         hp = _put(hparams, mesh)
         eval_keys = _put(evaluation_keys(seed, seeds), mesh)  # the same episodes every time
         wall = time.perf_counter()
@@ -272,18 +300,30 @@ def run(
             offset = float(history[-1]["wall_time"][0]) if history else 0.0
             compile_offset = float(history[-1].get("compile_time", [0.0])[0]) if history else 0.0
             compile_time = 0.0
-        # Compiled ahead of time, so that the compile time is measured, not guessed;
-        # XLA compiles the chunk in a thread (it releases the GIL) while Python traces
-        # and compiles the evaluation beside it.
+        # Compiled ahead of time, so that the compile time is measured, not guessed.
+        # XLA compiles the iterations in a thread (it releases the GIL) while Python
+        # traces and compiles the evaluation; the diagnostics are traced and compiled
+        # in the background while the first chunk trains (waiting for them counts as
+        # compile time).
         before = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            chunk = pool.submit(_compile, chunk.lower(state, hp), config.float64)
-            evaluate = evaluate.lower(state, eval_keys).compile()
-            chunk = chunk.result()
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        iterate = pool.submit(_compile, iterate.lower(state, hp), config.float64)
+        evaluate = evaluate.lower(state, eval_keys).compile()
+        iterate = iterate.result()
+        shapes = jax.tree.map(_shape_of, state)  # the thread must not read donated arrays
+        diagnostics = pool.submit(_compile, diagnostics, config.float64, shapes, hp)
+        pool.shutdown(wait=False)
         compile_time += time.perf_counter() - before
+        progress(f"[{config.algo} {config.env}] compiled in {compile_time:.0f}s; training")
         interrupted, ends = False, [time.perf_counter()]
         for index in range(len(history), config.chunks):
-            state, metrics = chunk(state, hp)
+            state, metrics = iterate(state, hp)
+            if isinstance(diagnostics, concurrent.futures.Future):
+                jax.block_until_ready(state)  # then only the wait beyond the chunk counts
+                waited = time.perf_counter()
+                diagnostics = diagnostics.result()
+                compile_time += time.perf_counter() - waited
+            metrics = {**metrics, **diagnostics(state, hp)}
             evaluation, finite = _gather(evaluate(state, eval_keys))
             metrics = {
                 name: np.asarray(value)

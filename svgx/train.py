@@ -92,6 +92,10 @@ class Train(NamedTuple):
     evaluate: Callable
     train: Callable
     config: Config
+    # ``chunk`` is ``iterate`` and then ``diagnostics`` (its learning metrics): apart,
+    # the runner compiles the diagnostics while the first chunk trains.
+    iterate: Callable
+    diagnostics: Callable
 
 
 # The model's normalisation: statistics of this many replayed transitions, blended
@@ -633,10 +637,9 @@ def make_train(config: Config) -> Train:
         inputs = policy_inputs(state, hp, episodes)
         return metrics | algorithm.learning_metrics(state.policy, inputs, key=key_algorithm)
 
-    def chunk(state: TrainState, hp: Hyperparams):
+    def iterate(state: TrainState, hp: Hyperparams):
         """``config.iterations / config.chunks`` iterations; metrics averaged over them
-        (counters: their value at the end of the chunk), and the diagnostics of
-        :func:`learning_metrics` at its end."""
+        (counters: their value at the end of the chunk)."""
         state, per_iteration = jax.lax.scan(
             lambda s, _: iteration(s, hp), state, None, length=iterations_per_chunk
         )
@@ -644,6 +647,11 @@ def make_train(config: Config) -> Train:
             name: (values[-1] if name in COUNTERS else jnp.nanmean(values))
             for name, values in per_iteration.items()
         }
+        return state, metrics
+
+    def chunk(state: TrainState, hp: Hyperparams):
+        """:func:`iterate`, and the diagnostics of :func:`learning_metrics` at its end."""
+        state, metrics = iterate(state, hp)
         return state, metrics | learning_metrics(state, hp)
 
     def evaluate(state: TrainState, key: PRNGKeyArray):
@@ -667,7 +675,15 @@ def make_train(config: Config) -> Train:
         state = init(key, hp)
         return jax.lax.scan(lambda s, _: chunk(s, hp), state, None, length=config.chunks)
 
-    return Train(init=init, chunk=chunk, evaluate=evaluate, train=train, config=config)
+    return Train(
+        init=init,
+        chunk=chunk,
+        evaluate=evaluate,
+        train=train,
+        config=config,
+        iterate=iterate,
+        diagnostics=learning_metrics,
+    )
 
 
 def parameters(state: TrainState) -> dict[str, object]:

@@ -16,7 +16,7 @@ import pytest
 from svgx import algorithms
 from svgx.config import Config, Hyperparams
 from svgx.divergence import NonFiniteLimits
-from svgx.runner import compiled, run
+from svgx.runner import compiled, evaluation_keys, run
 from svgx.train import make_train, parameters
 
 SMALL = dict(
@@ -199,6 +199,28 @@ def test_each_chunk_compiles_once():
         evaluate(state, jax.random.split(jax.random.key(1), 2))
     assert chunk._cache_size() == 1
     assert evaluate._cache_size() == 1
+
+
+def test_the_runner_measures_what_the_whole_chunk_does():
+    """The runner runs a chunk as two programs (the iterations, then the diagnostics,
+    which compile while the first chunk trains): every metric of every chunk is the
+    one-program ``train.chunk``'s, evaluated after it as the runner does."""
+    config = Config(
+        algo="svg1_er", jacobians="learned", **LQG, **{**SMALL, "iterations": 6, "chunks": 3}
+    )
+    hp = Hyperparams().as_arrays()
+    lines = []
+    result = run(config, hp, seeds=2, progress=lines.append)
+    assert "compiled in" in lines[0] and lines[0].endswith("training")
+    init, chunk, evaluate = compiled(config, hp, n_seeds=2)
+    state = init(jax.random.split(jax.random.key(0), 2), hp)
+    eval_keys = evaluation_keys(0, 2)
+    for recorded in result.metrics:
+        state, metrics = chunk(state, hp)
+        metrics |= evaluate(state, eval_keys)[0]
+        assert "policy_grad_norm_value" in metrics and "model_one_step_mse" in metrics
+        for name, value in metrics.items():
+            np.testing.assert_allclose(recorded[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 TOLERANT = NonFiniteLimits(max_diverged_env_steps=1.0, max_skipped_updates=3.0)

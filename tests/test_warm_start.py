@@ -13,7 +13,7 @@ from svgx import export_cache, rundir, runner
 from svgx.config import Config, Hyperparams
 
 CONFIG = Config(algo="svg1_er", iterations=4, chunks=2, **TINY_LQG)
-PROGRAMS = ("init", "chunk", "evaluate")
+PROGRAMS = ("init", "iterate", "diagnostics", "evaluate")
 
 
 def quiet(line):
@@ -86,16 +86,16 @@ def test_results_equal_with_the_cache_off(first, tmp_path, monkeypatch):
 def test_damaged_entry_is_a_miss_and_is_rewritten(first, tmp_path, monkeypatch):
     result, _, directory = first
     directory = copy(directory, tmp_path / "exported")
-    chunk = entry(directory, "chunk")
-    good = chunk.read_bytes()
+    iterate = entry(directory, "iterate")
+    good = iterate.read_bytes()
     data = bytearray(good)
     data[-100] ^= 0xFF  # one flipped bit in the program
-    chunk.write_bytes(bytes(data))
+    iterate.write_bytes(bytes(data))
     entry(directory, "evaluate").write_bytes(b"svgx-exported\n{not json")
     second, events = run(monkeypatch, directory)
-    assert events == dict(init="hit", chunk="miss", evaluate="miss")
+    assert events == dict(init="hit", iterate="miss", diagnostics="hit", evaluate="miss")
     assert_same(result, second)
-    assert entry(directory, "chunk").read_bytes() != bytes(data)  # rewritten
+    assert entry(directory, "iterate").read_bytes() != bytes(data)  # rewritten
     _, events = run(monkeypatch, directory)
     assert events == dict.fromkeys(PROGRAMS, "hit")
 
