@@ -230,6 +230,7 @@ class MjxEnv(Env):
         # (cart-pole's svg1_er chunk: 35 s of tracing before, 16 s after;
         # experiments/results/bench_warm.md).
         self._integrate = jax.jit(self._integrate_substeps)
+        self._site_positions = jax.jit(self._all_site_positions)  # rewards' kinematics
 
     @property
     def has_contact(self) -> bool:
@@ -306,8 +307,11 @@ class MjxEnv(Env):
         """World position of site ``site_id`` (``mj_model.site(name).id``) in state ``s``
         (forward kinematics)."""
         qpos, qvel, _ = self.split(s)
-        data = mjx.kinematics(self.mjx_model, self._data(qpos, qvel))
-        return data.site_xpos[site_id]
+        return self._site_positions(qpos, qvel)[site_id]
+
+    def _all_site_positions(self, qpos: Array, qvel: Array) -> Float[Array, "n_site 3"]:
+        """Every site's world position (jitted as ``self._site_positions``)."""
+        return mjx.kinematics(self.mjx_model, self._data(qpos, qvel)).site_xpos
 
     def write_mjdata(self, data: mujoco.MjData, s: np.ndarray) -> None:
         """Writes flat state ``s`` into MuJoCo C's ``data`` (for drawing); the caller runs

@@ -299,6 +299,23 @@ def test_the_physics_is_traced_once_however_transition_is_called(monkeypatch):
     assert len(traced) == first
 
 
+def test_the_kinematics_of_a_reward_are_traced_once(monkeypatch):
+    """The same for the forward kinematics that rewards read (``site_pos``)."""
+    from mujoco import mjx
+
+    env = envs.make("reacher4")
+    traced, kinematics = [], mjx.kinematics
+    monkeypatch.setattr(mjx, "kinematics", lambda m, d: traced.append(1) or kinematics(m, d))
+    s, a = jnp.zeros(env.state_size), jnp.zeros(env.action_size)
+    jax.make_jaxpr(env.reward)(s, a, 0)
+    assert len(traced) == 1
+    jax.make_jaxpr(jax.vmap(jax.grad(env.reward), in_axes=(0, None, None)))(
+        jnp.zeros((3, env.state_size)), a, 0
+    )
+    jax.make_jaxpr(env.success)(s)
+    assert len(traced) == 1
+
+
 @pytest.mark.parametrize("opt_in", [False, True])
 def test_mjx_is_imported_without_warp_unless_asked(opt_in):
     """Importing svgx's tasks leaves Warp (installed with MuJoCo Playground) unloaded,
