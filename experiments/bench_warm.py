@@ -20,7 +20,7 @@ its ``compile_time``). They differ by the wait, after the first chunk, for the l
 diagnostics, which compile while it trains (a long chunk hides them; this one, a few
 seconds, does not). Writes ``experiments/results/bench_warm.md``.
 
-    nice -n 10 python -m experiments.bench_warm
+    python -m experiments.bench_warm
 """
 
 from __future__ import annotations
@@ -144,8 +144,9 @@ def main(args: Args) -> None:
     lines = [
         "# Start-up time, cold and warm (svg1_er on cartpole)",
         "",
-        f"Command: `nice -n 10 {command.strip()}`  ",
-        f"Machine: {machine()} (shared with other jobs: compare the ratios, measured in one run)  ",
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {machine()} (absolute times depend on what else runs: compare the "
+        "ratios, measured in one run)  ",
         f"Run: {args.iterations} iterations in 2 chunks, {args.n_envs} parallel "
         f"environments, horizon {args.horizon}, 1 seed; each case a fresh process. "
         f"Wall time of the benchmark: {total:.0f} s.",
