@@ -2,7 +2,8 @@
 
 JAX's persistent compilation cache (:mod:`svgx.cache`) saves XLA's compilation,
 but a run still traces its programs in Python first (for a cart-pole chunk, MJX's
-step under ``vmap``, ``scan`` and ``grad``: about 35 s on 2 cores). This cache keeps
+step under ``vmap``, ``scan`` and ``grad``: 16-17 s on 2 cores
+beside other jobs, 31-35 s before the tasks jitted their physics). This cache keeps
 the traced program itself, as the StableHLO of :func:`jax.export.export`, so a
 second run of the same configuration loads it instead of tracing, and compiles it
 from the compilation cache.
