@@ -227,8 +227,8 @@ class MjxEnv(Env):
         # trace (by the function and its input types) and the derivatives and batching
         # of that trace, so a training chunk, which calls ``transition`` from several
         # places under vmap, scan and grad, traces MJX once rather than once per call
-        # (cart-pole's svg1_er chunk: 35 s of tracing before, 16 s after;
-        # experiments/results/bench_warm.md).
+        # (cart-pole's svg1_er chunk: 31-35 s of tracing before, 16-17 s after, on 2
+        # cores beside other jobs; the start-up it saves: experiments/results/bench_warm.md).
         self._integrate = jax.jit(self._integrate_substeps)
         self._site_positions = jax.jit(self._all_site_positions)  # rewards' kinematics
 
