@@ -28,6 +28,8 @@ ROLLOUTS, STEPS, BOUND = 256, 200, 1e3
 
 def measure(task: str, timestep: float, substeps: int) -> dict:
     env = envs.make(task)
+    # Before the first step: the task's jitted physics (MjxEnv._integrate) reads its
+    # model and substeps when it is first traced, and keeps them.
     env.mj_model.opt.timestep = timestep
     env.mjx_model = mjx.put_model(env.mj_model, impl="jax")
     env.n_substeps = substeps  # shadows the class's value for this instance
