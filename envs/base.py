@@ -229,6 +229,8 @@ class MjxEnv(Env):
         # places under vmap, scan and grad, traces MJX once rather than once per call
         # (cart-pole's svg1_er chunk: 31-35 s of tracing before, 16-17 s after, on 2
         # cores beside other jobs; the start-up it saves: experiments/results/bench_warm.md).
+        # The trace keeps ``mjx_model`` and ``n_substeps`` as they were at the first call:
+        # change them only before a task's first step.
         self._integrate = jax.jit(self._integrate_substeps)
         self._site_positions = jax.jit(self._all_site_positions)  # rewards' kinematics
 
