@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 from families import by_family
@@ -272,6 +273,22 @@ def test_swimmer_can_observe_the_goal_in_its_heads_frame(heading, expected):
     qpos = jnp.zeros(env.nq).at[env._head_qpos].set(jnp.array([1.0, 0.0]))
     s = env.join(qpos.at[env._heading_qpos].set(heading), jnp.zeros(env.nv))
     np.testing.assert_allclose(env.observe(s)[-2:], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["reacher4", "reacher_moving"])
+def test_reacher_can_observe_the_target_from_its_fingertip(name):
+    """The two extra features are the target minus the fingertip, which MuJoCo C's own
+    forward kinematics gives independently of MJX."""
+    env = make(name, observe_to_target=True)
+    assert env.observation_size == make(name).observation_size + 2
+    s = env.reset(jax.random.key(3))
+    s = s.at[: env.nq].set(jnp.array([0.7, -1.2, 2.0]))
+    data = mujoco.MjData(env.mj_model)
+    env.write_mjdata(data, np.asarray(s))
+    mujoco.mj_forward(env.mj_model, data)
+    fingertip = data.site_xpos[env.mj_model.site("fingertip").id][:2]
+    np.testing.assert_allclose(env.observe(s)[-2:], env.target(s) - fingertip, atol=1e-5)
+    assert np.linalg.norm(env.observe(s)[-2:]) > 0.1  # not a trivially zero offset
 
 
 def test_the_physics_is_traced_once_however_transition_is_called(monkeypatch):

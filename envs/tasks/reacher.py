@@ -30,6 +30,10 @@ class ReacherConfig(EnvConfig):
     control_cost: weight of ``|a|²`` in the reward.
     success_distance: the episode succeeds if the fingertip ends this close (m) to the target.
     min_speed, max_speed: reacher_moving's target speed range (m/s).
+    observe_to_target: the observation also gives the target's offset from the fingertip
+        (x, y), as Gym's and DM Control's reachers observe it; without it the policy and
+        the critic get the joint angles and the target's position and must compute the
+        fingertip's position (the arm's forward kinematics) themselves.
     """
 
     horizon: int = 150
@@ -38,6 +42,7 @@ class ReacherConfig(EnvConfig):
     success_distance: float = 0.05
     min_speed: float = 0.05
     max_speed: float = 0.2
+    observe_to_target: bool = False
 
 
 class _Reacher(MjxEnv):
@@ -66,6 +71,12 @@ class _Reacher(MjxEnv):
 
     def success(self, s):
         return jnp.linalg.norm(self.fingertip(s) - self.target(s)) < self.config.success_distance
+
+    def observe(self, s):
+        obs = super().observe(s)
+        if not self.config.observe_to_target:
+            return obs
+        return jnp.concatenate([obs, self.target(s) - self.fingertip(s)])
 
 
 class Reacher4(_Reacher):
