@@ -19,8 +19,10 @@ import dataclasses
 import jax
 import numpy as np
 
-from svgx import rundir, runner
+from envs.base import Env
+from svgx import rollout, rundir, runner
 from svgx.plot import confidence_band
+from svgx.replay import Transition
 from svgx.train import make_train
 
 # Folded into the run's seed for the fresh evaluation episodes: not a key the run used.
@@ -32,14 +34,31 @@ def final_success(directory: str, episodes: int, keys=None) -> dict[str, np.ndar
     member, each over ``episodes`` fresh episodes of the member's final policy (``keys``,
     one per member, draws other episodes: the run's own evaluation keys give its last
     evaluation back)."""
+    spec, state, keys = _final_policies(directory, keys)
+    train = make_train(dataclasses.replace(spec.config, eval_episodes=episodes))
+    metrics = jax.jit(jax.vmap(train.evaluate))(state, keys)
+    return {name: np.asarray(values) for name, values in metrics.items()}
+
+
+def final_episodes(directory: str, episodes: int, keys=None) -> tuple[Env, Transition]:
+    """``(task, episodes)``: ``episodes`` fresh episodes of every member's final policy
+    with the mean action, the same ones :func:`final_success` scores (leaves
+    ``[members, episodes, steps, …]``), for a closer look at how they end."""
+    spec, state, keys = _final_policies(directory, keys)
+    env = spec.config.make_env()
+
+    def member(policy, key):
+        return rollout.episodes(env, policy, key, episodes, deterministic=True)
+
+    return env, jax.jit(jax.vmap(member))(state.policy, keys)
+
+
+def _final_policies(directory: str, keys):
     spec = rundir.read_spec(directory)
-    config = dataclasses.replace(spec.config, eval_episodes=episodes)
-    train = make_train(config)
     state = rundir.load_checkpoint(directory, runner.state_shape(spec))[0]
     if keys is None:
         keys = jax.random.split(jax.random.fold_in(jax.random.key(spec.seed), SALT), spec.seeds)
-    metrics = jax.jit(jax.vmap(train.evaluate))(state, keys)
-    return {name: np.asarray(values) for name, values in metrics.items()}
+    return spec, state, keys
 
 
 def main() -> None:
