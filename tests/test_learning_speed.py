@@ -1,0 +1,33 @@
+"""experiments/learning_speed.py: each seed's mean over a run's evaluations, and
+Welch's test between runs."""
+
+import numpy as np
+from scipy import stats
+
+from experiments import learning_speed
+from svgx import rundir
+
+
+def _run(path, returns):
+    """A run directory whose metrics have ``returns[chunk][seed]``."""
+    path.mkdir()
+    history = [{"eval_return": np.asarray(row, float)} for row in returns]
+    rundir.write_metrics(path, history)
+    return str(path)
+
+
+def test_mean_over_the_run_and_welchs_test_by_hand(tmp_path):
+    slow = _run(tmp_path / "slow", [[0, 2, 1], [2, 4, 3], [4, 6, 8]])
+    fast = _run(tmp_path / "fast", [[5, 7, 6], [9, 9, 9]])
+    np.testing.assert_allclose(learning_speed.mean_over_run(slow), [2, 4, 4])
+    np.testing.assert_allclose(learning_speed.mean_over_run(fast), [7, 8, 7.5])
+    first, second = learning_speed.compare([slow, fast])
+    assert first["t"] is None and first["p"] is None
+    assert np.isclose(first["mean"], 10 / 3)
+    # Welch's t by hand: means 10/3 and 7.5, sample variances 4/3 and 1/4, n = 3 each.
+    t = (10 / 3 - 7.5) / np.sqrt((4 / 3) / 3 + 0.25 / 3)
+    assert np.isclose(second["t"], t)
+    df = ((4 / 3 + 0.25) / 3) ** 2 / (((4 / 3) / 3) ** 2 / 2 + (0.25 / 3) ** 2 / 2)
+    assert np.isclose(second["p"], 2 * stats.t.sf(abs(t), df))
+    half = stats.t.ppf(0.975, 2) * np.sqrt(0.25 / 3)
+    assert np.isclose(second["low"], 7.5 - half) and np.isclose(second["high"], 7.5 + half)
