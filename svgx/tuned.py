@@ -26,6 +26,9 @@ Where each entry comes from (measured; details in experiments/results/learning.m
   V's 5-step targets simulated through the Jacobian source's dynamics (no importance
   weights), entropy bonus 0.01, learned Jacobians: 70% success at 200k over 5 seeds
   (reacher4_expanded_learned.toml), 50% mean success at 180k; Brax SAC: 8%.
+* ``reacher4``, ``svgk_er`` (k = 5): svg1_er's settings above: 97% (93%–100%) success
+  at 200k on 256 episodes per seed, 5 seeds (reacher4_svgk_fresh.toml), against 58% for
+  svg1_er with the same settings: SVG(1)'s policies stopped 5–9 cm short of the target.
 * ``swimmer3``, ``svg1_er``: reacher4's settings, the only ones run past 100k: with
   learned Jacobians 25% and 50% success at 400k, the return still rising
   (swimmer3_long.toml, goal in the head's frame). At 100k they were no better than
@@ -57,6 +60,7 @@ TUNED: dict[tuple[str, str], dict[str, int | float | str]] = {
         critic_n_step=5, entropy_coef=0.03, tau=0.05, policy_lr=1e-3, model_lr=3e-3
     ),
     ("reacher4", "svg1_er"): WITHOUT_WEIGHTS,
+    ("reacher4", "svgk_er"): WITHOUT_WEIGHTS,  # k = 5, the class default
     ("swimmer3", "svg1_er"): WITHOUT_WEIGHTS,
     ("hand", "svg_inf"): dict(policy_lr=1e-3),
 }
