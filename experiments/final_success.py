@@ -61,11 +61,17 @@ def _final_policies(directory: str, keys):
     return spec, state, keys
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directories", nargs="+", help="run directories (sweep groups)")
+def parse_arguments(description: str, directories: str = "run directories (sweep groups)"):
+    """``directories`` and ``--episodes`` (per member), the arguments of the scripts that
+    look at a run's final policies."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("directories", nargs="+", help=directories)
     parser.add_argument("--episodes", type=int, default=256, help="episodes per member")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_arguments(__doc__.splitlines()[0])
     for directory in args.directories:
         metrics = final_success(directory, args.episodes)
         success, returns = metrics["eval_success"], metrics["eval_return"]

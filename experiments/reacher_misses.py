@@ -10,14 +10,12 @@ This tells the two apart, on the fresh episodes of ``experiments.final_success``
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from envs.tasks.reacher import CORNER
-from experiments.final_success import final_episodes
+from experiments.final_success import final_episodes, parse_arguments
 
 # The corners in reacher4's order, as signs of (x, y).
 CORNERS = ((1, 1), (-1, 1), (-1, -1), (1, -1))
@@ -57,10 +55,7 @@ def misses(directory: str, episodes: int, keys=None) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directories", nargs="+", help="reacher4 run directories")
-    parser.add_argument("--episodes", type=int, default=256, help="episodes per member")
-    args = parser.parse_args()
+    args = parse_arguments(__doc__.splitlines()[0], "reacher4 run directories")
     for directory in args.directories:
         result = misses(directory, args.episodes)
         print(f"{directory}, {args.episodes} episodes per member:")
