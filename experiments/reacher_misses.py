@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.tasks.reacher import CORNER
 from experiments.final_success import final_episodes, parse_arguments
 
 # The corners in reacher4's order, as signs of (x, y).
@@ -32,11 +31,10 @@ def misses(directory: str, episodes: int, keys=None) -> dict[str, np.ndarray]:
     def distance(s):
         return jnp.linalg.norm(env.fingertip(s) - env.target(s))
 
-    distances = np.asarray(jax.vmap(jax.vmap(distance))(final))
-    targets = np.asarray(jax.vmap(jax.vmap(env.target))(final))
-    signs = np.sign(np.round(targets / CORNER))
+    per_episode = jax.vmap(jax.vmap(lambda s: (distance(s), env.target(s), env.success(s))))
+    distances, targets, success = map(np.asarray, per_episode(final))
+    signs = np.sign(targets)  # reacher4's targets sit at (±CORNER, ±CORNER)
     corner = np.argmax(np.all(signs[:, :, None, :] == np.array(CORNERS), axis=-1), axis=-1)
-    success = distances < env.config.success_distance
     out = dict(episodes=[], success=[], median_distance=[])
     for index in range(len(CORNERS)):
         mine = corner == index
