@@ -405,3 +405,21 @@ def test_the_trained_policy_grids_name_snapshots_that_the_policies_sweep_writes(
             assert int(snapshot.stem.removeprefix("steps-")) in chunk_ends, (grid, policy)
         if fields["env"] == "hand":  # the run's task is the grid's hand, cut to 100 steps
             assert config.env_options == fields["env_options"] == {"horizon": 100}
+
+
+def test_the_full_grid_file_parses_into_51_cells_per_task():
+    """experiments/ablation/paper.toml, issue 15's grid: per task SVG(0) once and five
+    depths (SVG(1), SVG(k) for k = 2, 5, 10, SVG(∞)) × (the simulator + 3 widths × 3
+    amounts of data); every cell key distinct, so resuming finds each finished one."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    cells = ablate.parse((root / "experiments" / "ablation" / "paper.toml").read_text())
+    tasks = ["lqg", "cartpole", "reacher4", "hand", "swimmer3"]
+    assert [c.fields["env"] for c in cells] == [t for t in tasks for _ in range(51)]
+    assert len({c.key for c in cells}) == 255
+    hand = [c for c in cells if c.fields["env"] == "hand"]
+    assert {json.dumps(c.fields["env_options"]) for c in hand} == {'{"horizon": 100}'}
+    learned = [c for c in cells if c.fields["jacobians"] == "learned"]
+    assert len(learned) == 5 * 5 * 9
+    assert {(c.fields["model_hidden"], c.fields["model_transitions"]) for c in learned} == {
+        (h, n) for h in (5, 10, 20) for n in (1000, 10000, 100000)
+    }
