@@ -73,6 +73,12 @@ class Env(abc.ABC):
     # from); no bound for tasks whose states may grow without limit (lqg).
     max_state_abs: ClassVar[float] = float("inf")
 
+    def diverged(self, s_next: Array, r: Array) -> Array:
+        """Steps (leading axes of ``r``) whose simulation diverged: a non-finite state or
+        reward, or a state beyond ``max_state_abs``."""
+        finite = jnp.all(jnp.isfinite(s_next), axis=-1) & jnp.isfinite(r)
+        return ~(finite & (jnp.max(jnp.abs(s_next), axis=-1, initial=0.0) <= self.max_state_abs))
+
     @property
     @abc.abstractmethod
     def noise_size(self) -> int:

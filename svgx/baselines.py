@@ -8,6 +8,13 @@ is the fraction of evaluation episodes whose final state meets the task's
 success measure (the adapter reports success at the last step of an episode).
 Seeds run one after another (Brax's trainers are not vmappable over seeds), so
 ``wall_time`` counts from the start of each seed's run.
+
+Non-finite runs: the task's diverged steps end their episodes before Brax sees them
+(:mod:`envs.brax_adapter`; ``eval_diverged`` counts the evaluation episodes that
+diverged). A seed whose evaluation return is not finite has non-finite parameters
+and can learn nothing more, so its training stops there; the other seeds still run,
+the stopped seed's later evaluations are written as NaN, ``stopped.json`` names the
+first such seed, and :class:`~svgx.divergence.NonFiniteError` says so at the end.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ from typing import Literal
 import numpy as np
 
 from svgx import rundir
+from svgx.divergence import Divergence, NonFiniteError
 from svgx.io import atomic_write_text
 
 ALGORITHMS = ("ppo", "sac", "apg")
+EVAL_EPISODES = 16  # Brax's num_eval_envs: episodes per evaluation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +109,7 @@ def trainer(
         num_evals=evaluations,
         seed=seed,
         progress_fn=progress_fn,
-        num_eval_envs=16,
+        num_eval_envs=EVAL_EPISODES,
         deterministic_eval=True,
     )
     if algo == "ppo":
@@ -225,16 +234,20 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
         else 1
     )
     per_seed: list[list[dict]] = []
-    for seed in range(args.seed, args.seed + args.seeds):
+    stopped: list[Divergence] = []
+    for index, seed in enumerate(range(args.seed, args.seed + args.seeds)):
         start = time.perf_counter()
         points: list[dict] = []
 
-        def record(step, metrics, points=points, seed=seed, start=start):
+        def record(step, metrics, points=points, seed=seed, index=index, start=start):
             points.append(
                 dict(
                     env_steps=int(step) * step_scale,
                     eval_return=float(metrics.get("eval/episode_reward", np.nan)),
                     eval_success=float(metrics.get("eval/episode_success", np.nan)),
+                    # Brax's evaluator reports the mean over its episodes; svgx a count.
+                    eval_diverged=EVAL_EPISODES
+                    * float(metrics.get("eval/episode_diverged", np.nan)),
                     wall_time=time.perf_counter() - start,  # since this seed's start
                 )
             )
@@ -244,31 +257,79 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
                 f"eval return {points[-1]['eval_return']:+.3f}  "
                 f"success {points[-1]['eval_success']:.0%}"
             )
+            if not math.isfinite(points[-1]["eval_return"]):
+                raise _SeedStopped(
+                    Divergence(
+                        seed=index,
+                        chunk=len(points) - 1,
+                        chunks=args.evaluations - 1,
+                        env_steps=points[-1]["env_steps"],
+                        quantity=(
+                            f"Brax {args.algo}'s evaluation return is "
+                            f"{points[-1]['eval_return']} (its parameters are not finite); "
+                            "this seed stopped there, the others ran to the end"
+                        ),
+                    )
+                )
 
-        trainer(
-            args.algo,
-            env,
-            steps=args.steps,
-            n_envs=args.n_envs,
-            evaluations=args.evaluations,
-            hidden=tuple(args.hidden),
-            seed=seed,
-            progress_fn=record,
-            updates_per_step=args.updates_per_step,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            discounting=args.discounting,
-            reward_scaling=args.reward_scaling,
-            apg_horizon=args.apg_horizon,
-        )
+        try:
+            trainer(
+                args.algo,
+                env,
+                steps=args.steps,
+                n_envs=args.n_envs,
+                evaluations=args.evaluations,
+                hidden=tuple(args.hidden),
+                seed=seed,
+                progress_fn=record,
+                updates_per_step=args.updates_per_step,
+                batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
+                discounting=args.discounting,
+                reward_scaling=args.reward_scaling,
+                apg_horizon=args.apg_horizon,
+            )
+        except _SeedStopped as stop:
+            progress(f"[{args.algo} (brax) {args.env}] stopped: {stop.divergence}")
+            stopped.append(stop.divergence)
         per_seed.append(points)
-    n = min(len(p) for p in per_seed)
-    history = [
-        {name: np.array([p[i][name] for p in per_seed]) for name in per_seed[0][0]}
-        for i in range(n)
-    ]
+    history = _history(per_seed)
     rundir.write_metrics(out, history)
     from svgx.plot import plot_runs
 
     plot_runs([out], out / rundir.CURVE)
+    if stopped:
+        rundir.write_stopped(out, stopped[0])
+        raise NonFiniteError(stopped[0], None)
+    return history
+
+
+class _SeedStopped(Exception):
+    """Raised from Brax's progress callback to end a seed whose parameters are not finite."""
+
+    def __init__(self, divergence: Divergence):
+        super().__init__(str(divergence))
+        self.divergence = divergence
+
+
+def _history(per_seed: list[list[dict]]) -> list[dict[str, np.ndarray]]:
+    """Per evaluation, each metric over the seeds; a seed that stopped early is NaN after
+    its last evaluation (its environment steps are the longest seed's)."""
+    longest = max(per_seed, key=len)
+    history = []
+    for i, point in enumerate(longest):
+        rows = [p[i] if i < len(p) else None for p in per_seed]
+        history.append(
+            {
+                name: np.array(
+                    [
+                        row[name]
+                        if row is not None
+                        else (point[name] if name == "env_steps" else np.nan)
+                        for row in rows
+                    ]
+                )
+                for name in point
+            }
+        )
     return history

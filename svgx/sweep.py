@@ -272,8 +272,9 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
     ``out``.
 
     A group that goes non-finite stops (:mod:`svgx.divergence`) and the other groups
-    still run; then :class:`~svgx.divergence.NonFiniteError` is raised for the first
-    such group. A group that stopped in an earlier invocation is not run again.
+    still run; so do the baselines after a baseline seed went non-finite
+    (:mod:`svgx.baselines`). Then :class:`~svgx.divergence.NonFiniteError` is raised for
+    the first such run. A run that stopped in an earlier invocation is not run again.
     """
     from svgx import runner
 
@@ -323,7 +324,11 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
             break
     else:
         for baseline in baselines:
-            _run_baseline(baseline, out / baseline.name, progress)
+            try:
+                _run_baseline(baseline, out / baseline.name, progress)
+            except NonFiniteError as error:  # the other baselines still run
+                (progress or _print)(f"{baseline.name}: {error}")
+                stopped.append(error)
     if stopped:
         raise (
             stopped[0]
@@ -339,7 +344,8 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
 
 
 def _run_baseline(baseline: Baseline, directory: pathlib.Path, progress) -> None:
-    """Runs a baseline into ``directory`` unless it finished there before."""
+    """Runs a baseline into ``directory`` unless it finished there before (one with a
+    seed that went non-finite raises :class:`NonFiniteError` again, as it did then)."""
     from svgx.baselines import run_baseline
 
     args = dataclasses.replace(baseline.args, out=str(directory), overwrite=True)
@@ -350,6 +356,8 @@ def _run_baseline(baseline: Baseline, directory: pathlib.Path, progress) -> None
                 f"{str(directory)!r}: written by a different sweep configuration"
             )
         if (directory / rundir.METRICS).is_file():
+            if (divergence := rundir.read_stopped(directory)) is not None:
+                raise NonFiniteError(divergence, None)  # finished, with a stopped seed
             return
     run_baseline(args, progress)
 

@@ -122,13 +122,6 @@ def _optimizer(max_grad_norm):
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.scale_by_adam())
 
 
-def diverged(env, s_next: Array, r: Array) -> Array:
-    """Steps (leading axes of ``r``) whose simulation diverged: a non-finite state or
-    reward, or a state beyond the task's ``max_state_abs``."""
-    finite = jnp.all(jnp.isfinite(s_next), axis=-1) & jnp.isfinite(r)
-    return ~(finite & (jnp.max(jnp.abs(s_next), axis=-1, initial=0.0) <= env.max_state_abs))
-
-
 def safe_step(module, opt_state, loss_fn, learning_rate, max_grad_norm, *, enabled=True):
     """One clipped Adam step on ``loss_fn(module) -> (loss, aux)``, skipped when the loss or
     the gradient is not finite (or ``enabled`` is false).
@@ -275,7 +268,7 @@ def make_train(config: Config) -> Train:
         s_next, r, done, info = jax.vmap(env.step)(
             env_state.s, a, jax.random.split(key_env, n_envs), env_state.t
         )
-        bad = diverged(env, s_next, r)
+        bad = env.diverged(s_next, r)
         s_next = jnp.where(bad[:, None], env_state.s, s_next)
         r = jnp.where(bad, 0.0, r)
         done = done | bad
@@ -660,7 +653,7 @@ def make_train(config: Config) -> Train:
         or a state beyond the task's ``max_state_abs``) ends its episode: the return
         counts the rewards before it, and the episode is not a success."""
         data = rollout.episodes(env, state.policy, key, config.eval_episodes, deterministic=True)
-        bad = diverged(env, data.s_next, data.r)
+        bad = env.diverged(data.s_next, data.r)
         before = jnp.cumsum(bad, axis=1) == 0  # the steps before the first bad one
         ended = bad.any(axis=1)
         success = jax.vmap(env.success)(data.s_next[:, -1]) & ~ended

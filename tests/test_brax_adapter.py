@@ -75,3 +75,26 @@ def test_brax_training_wrappers_run_the_adapter():
     assert state.obs.shape == (4, env.observation_size)
     np.testing.assert_array_equal(jnp.stack(dones)[:, 0], [0, 0, 1, 0, 0, 1, 0])
     np.testing.assert_array_equal(jnp.stack(ts)[:, 0], [1, 2, 0, 1, 2, 0, 1])
+
+
+@pytest.mark.parametrize("diverged", [jnp.inf, 1e20], ids=["non-finite", "beyond the bound"])
+def test_a_diverged_step_ends_the_episode_as_in_svgx_training(monkeypatch, diverged):
+    """As in :mod:`svgx.train`: a step to a non-finite state, or to one beyond the task's
+    ``max_state_abs``, ends the episode with ``s' = s`` and reward 0, is no success, and
+    is counted, so Brax's learners never observe it."""
+    env = envs.make("lqg", horizon=6)
+    env_class = type(env)
+    monkeypatch.setattr(env_class, "max_state_abs", 1e6)
+    brax_env = BraxEnv(env)
+    state = brax_env.reset(jax.random.key(1))
+    first = brax_env.step(state, jnp.ones(env.action_size))  # a normal step
+    monkeypatch.setattr(
+        env_class, "transition", lambda self, s, a, noise: jnp.full_like(s, diverged)
+    )
+    after = brax_env.step(first, jnp.ones(env.action_size))
+    np.testing.assert_array_equal(after.pipeline_state, first.pipeline_state)
+    np.testing.assert_array_equal(after.obs, env.observe(first.pipeline_state))
+    assert (after.reward, after.done) == (0.0, 1.0)
+    assert (after.metrics["diverged"], after.metrics["success"]) == (1.0, 0.0)
+    assert after.info["t"] == 0  # Brax's auto-reset starts a new episode
+    assert (first.metrics["diverged"], first.done) == (0.0, 0.0)

@@ -549,9 +549,10 @@ def test_a_brax_baseline_writes_the_same_metrics_and_plots_beside_svgx(tmp_path)
     history = rundir.read_metrics(out)
     assert len(history) == 3
     assert int(history[0]["env_steps"][0]) == 0 and history[-1]["env_steps"][0] >= 1000
-    for name in ("eval_return", "eval_success", "wall_time"):
+    for name in ("eval_return", "eval_success", "eval_diverged", "wall_time"):
         assert np.isfinite(history[-1][name]).all(), name
     assert 0 <= history[-1]["eval_success"][0] <= 1
+    assert history[-1]["eval_diverged"][0] == 0  # lqg's states never leave its bound
     run = runner.run_in_dir(tmp_path / "svg", tiny_spec(), progress=lambda line: None)
     assert run.metrics
     png = tmp_path / "both.png"

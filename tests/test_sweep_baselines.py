@@ -4,6 +4,7 @@ sizes unless they set their own, a list is an axis, and a finished baseline is n
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from svgx import cli, rundir, sweep
@@ -160,3 +161,69 @@ def test_a_sweep_runs_its_baselines_after_its_groups_and_resumes_without_rerunni
     png = tmp_path / "both.png"
     assert cli.main(["plot", str(out), "--out", str(png)]) is None
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def fake_trainer(calls, nan_at):
+    """Stands in for Brax's trainers: reports ``evaluations`` evaluations, with a NaN
+    return at ``nan_at = (algo, seed, evaluation)``, and records every report."""
+
+    def trainer(algo, env, *, steps, evaluations, seed, progress_fn, **_):
+        for i in range(evaluations):
+            calls.append((algo, seed, i))
+            value = np.nan if (algo, seed, i) == nan_at else -10.0 + i
+            metrics = {"eval/episode_reward": value, "eval/episode_success": 0.25}
+            progress_fn(i * steps // (evaluations - 1), metrics | {"eval/episode_diverged": 0})
+        return None, None, {}
+
+    return trainer
+
+
+def test_a_baseline_seed_that_goes_non_finite_stops_and_the_others_run(tmp_path, monkeypatch):
+    from svgx import baselines
+    from svgx.divergence import NonFiniteError
+
+    calls = []
+    monkeypatch.setattr(baselines, "trainer", fake_trainer(calls, nan_at=("sac", 6, 2)))
+    args = baselines.BaselineArgs(
+        env="lqg", algo="sac", out=str(tmp_path), steps=300, seeds=3, seed=5, evaluations=4
+    )
+    lines = []
+    with pytest.raises(
+        NonFiniteError, match=r"seed 1 went non-finite in chunk 2/3 \(env step 200\)"
+    ):
+        baselines.run_baseline(args, lines.append)
+    assert [c for c in calls if c[1] == 6] == [("sac", 6, 0), ("sac", 6, 1), ("sac", 6, 2)]
+    assert [c for c in calls if c[1] == 7] == [("sac", 7, i) for i in range(4)]
+    assert any("stopped: seed 1 went non-finite" in line for line in lines), lines
+    history = rundir.read_metrics(tmp_path)
+    returns = np.array([h["eval_return"] for h in history])  # [evaluation, seed]
+    np.testing.assert_array_equal(returns[:, [0, 2]], [[-10, -10], [-9, -9], [-8, -8], [-7, -7]])
+    np.testing.assert_array_equal(returns[:2, 1], [-10, -9])
+    assert np.isnan(returns[2:, 1]).all()
+    assert [int(h["env_steps"][1]) for h in history] == [0, 100, 200, 300]
+    assert rundir.read_stopped(tmp_path).seed == 1
+
+
+def test_a_sweep_runs_its_other_baselines_after_one_stops_and_does_not_rerun_it(
+    tmp_path, monkeypatch
+):
+    from svgx import baselines
+    from svgx.divergence import NonFiniteError
+
+    calls = []
+    monkeypatch.setattr(baselines, "trainer", fake_trainer(calls, nan_at=("ppo", 0, 1)))
+    file = tmp_path / "grid.toml"
+    file.write_text(
+        'group = []\nseeds = 1\nsteps = 300\nchunks = 3\nenv = "lqg"\n'
+        '[[baseline]]\nalgo = "ppo"\n[[baseline]]\nalgo = "sac"\n'
+    )
+    out = tmp_path / "grid"
+    lines = []
+    with pytest.raises(NonFiniteError, match="seed 0 went non-finite in chunk 1/3"):
+        sweep.run_sweep(str(file), str(out), progress=lines.append)
+    assert ("sac", 0, 3) in calls  # the next baseline ran to the end
+    assert any(line.startswith("b00-lqg-ppo: run stopped") for line in lines), lines
+    calls.clear()
+    with pytest.raises(NonFiniteError, match="seed 0 went non-finite"):
+        sweep.run_sweep(None, str(out), progress=lines.append)
+    assert calls == []  # neither is run again
