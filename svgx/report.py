@@ -8,7 +8,9 @@ Brax's seeds run one after another, each with its own ``wall_time``, and its com
 is not visible from outside, so it is estimated as the wall time its steady rate does not
 explain (the rate between its second and last evaluation) and marked ``~`` (so is that of
 an svgx run made before svgx recorded ``compile_time``); where the rate changed so much
-that the estimate is negative, it is shown as unknown.
+that the estimate is negative, it is shown as unknown. A seed whose return at the budget
+is not finite (one that went non-finite) is left out of the figures at the budget, and
+the seeds column counts it, e.g. ``5 (1 non-finite)``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Row:
     compile_s: float
     compile_estimated: bool
     reference: bool = False  # a row of the reference method
+    nonfinite: int = 0  # seeds whose return at the budget is not finite (left out above)
 
 
 def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row]:
@@ -83,8 +86,9 @@ def _rows(
         method = baseline_name(b)
         wall = np.array([m["wall_time"] for m in history])  # [evaluations, seeds]
         steps = np.array([m["env_steps"] for m in history])
-        startups = [_startup(wall[:, i], steps[:, i]) for i in range(wall.shape[1])]
-        compile_s, wall_s = float(np.sum(startups)), float(wall[-1].sum())
+        ran = np.isfinite(wall)  # a seed that went non-finite stopped early (NaN after)
+        startups = [_startup(wall[ran[:, i], i], steps[ran[:, i], i]) for i in range(wall.shape[1])]
+        compile_s, wall_s = float(np.sum(startups)), float(np.nanmax(wall, axis=0).sum())
         run_s = wall_s - np.nan_to_num(compile_s)  # unknown: the whole run's rate
         members = [(method, np.arange(wall.shape[1]))]
         env, estimated = b["env"], True
@@ -135,6 +139,7 @@ def _rows(
                 compile_s=compile_s * share,
                 compile_estimated=estimated,
                 reference=is_reference,
+                nonfinite=int(np.sum(~np.isfinite(returns[-1]))),
             )
         )
     return out
@@ -194,8 +199,9 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
             ratio = f"{r.steps_to_level / ref:.2f}"
         reached = "not reached" if math.isinf(r.steps_to_level) else f"{r.steps_to_level:,.0f}"
         s, ret = r.success, r.returns
+        seeds = f"{r.seeds} ({r.nonfinite} non-finite)" if r.nonfinite else f"{r.seeds}"
         lines.append(
-            f"| {r.env} | {r.method} | {r.seeds} | {r.steps:,} "
+            f"| {r.env} | {r.method} | {seeds} | {r.steps:,} "
             f"| {s[0]:.0%} ({s[1]:.0%}–{s[2]:.0%}) "
             f"| {_num(ret[0])} ({_num(ret[1])}–{_num(ret[2])}) | {reached} | {ratio} "
             f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "

@@ -86,6 +86,29 @@ def test_success_interval_steps_to_half_and_ratio_to_sac(tmp_path):
     assert "| 300 | 1.50 |" in table and "| ~60 |" in table
 
 
+def test_a_baseline_seed_that_stopped_non_finite_is_counted_and_left_out(tmp_path):
+    """svgx.baselines writes NaN after a stopped seed's last evaluation: the figures at the
+    budget are the other seeds', its wall time is its time until it stopped, and the
+    seeds column says how many are missing."""
+    sac = tmp_path / "sac"
+    brax_run(
+        sac,
+        [[0, 0, 0], [0, 0, 0], [1, 0, 1], [1, 1, 1]],
+        [[5, 5, 5], [40, 50, 40], [50, 70, 50], [60, 90, 60]],
+    )
+    history = rundir.read_metrics(sac)
+    for h in history[2:]:  # the second seed stopped after its second evaluation
+        h["eval_success"][1] = h["eval_return"][1] = h["wall_time"][1] = np.nan
+    rundir.write_metrics(sac, history)
+    (row,) = report.rows([sac])
+    assert row.nonfinite == 1 and row.success == (1.0, 1.0, 1.0) and row.returns[0] == 10
+    assert row.steps_to_level == 200  # the mean over the seeds that report
+    assert row.wall_s == pytest.approx(60 + 50 + 60)
+    assert "| sac (Brax), lr 0.0003 | 3 (1 non-finite) | 300 | 100% (100%–100%) |" in (
+        report.markdown([row])
+    )
+
+
 def test_a_method_that_never_reaches_half_and_a_missing_reference(tmp_path):
     svgx_run(tmp_path / "a", [[0, 0], [0, 1]], [[0, 0], [0, 1]], wall=[2, 3], compile_time=1.0)
     (row,) = report.rows([tmp_path / "a"])
