@@ -228,6 +228,7 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
         )
     description = dict(format=rundir.FORMAT, baseline=dataclasses.asdict(args))
     atomic_write_text(out / rundir.CONFIG, json.dumps(description, indent=2))
+    (out / rundir.STOPPED).unlink(missing_ok=True)  # from a run this one replaces
     step_scale = (
         apg_schedule(env, args.steps, args.n_envs, args.evaluations, args.apg_horizon)[2]
         if args.algo == "apg"

@@ -202,6 +202,10 @@ def test_a_baseline_seed_that_goes_non_finite_stops_and_the_others_run(tmp_path,
     assert np.isnan(returns[2:, 1]).all()
     assert [int(h["env_steps"][1]) for h in history] == [0, 100, 200, 300]
     assert rundir.read_stopped(tmp_path).seed == 1
+    # Run again in its place without the NaN: it finishes, and stopped.json is gone.
+    monkeypatch.setattr(baselines, "trainer", fake_trainer(calls, nan_at=None))
+    baselines.run_baseline(dataclasses.replace(args, overwrite=True), lines.append)
+    assert rundir.read_stopped(tmp_path) is None
 
 
 def test_a_sweep_runs_its_other_baselines_after_one_stops_and_does_not_rerun_it(
