@@ -489,9 +489,15 @@ def commands() -> dict[str, tuple[type, Callable]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import faulthandler
+
     import svgx
     from svgx import rundir
 
+    # A crash inside native code (twice in long runs here: a segmentation fault in
+    # libgcc_s, no Python error) then leaves every thread's Python stack on stderr.
+    with contextlib.suppress(ValueError):  # io.UnsupportedOperation: stderr is not a file
+        faulthandler.enable()
     svgx.enable_compilation_cache()
     try:
         table = commands()

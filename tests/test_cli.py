@@ -575,3 +575,19 @@ def test_an_algorithms_options_become_its_config_and_the_rest_keep_their_default
     assert svgk.config.n_envs == Config().n_envs
     planner = spec("--algo", "planner")
     assert planner.config.algo_options == {} and planner.config.algorithm.planner_horizon == 10
+
+
+def test_the_command_line_leaves_python_stacks_on_a_native_crash(capfd):
+    """``svgx`` enables :mod:`faulthandler`, so a segmentation fault inside native code
+    leaves every thread's Python stack on stderr."""
+    import faulthandler
+
+    was = faulthandler.is_enabled()
+    faulthandler.disable()
+    try:
+        cli.main(["envs"])
+        assert faulthandler.is_enabled()
+    finally:
+        faulthandler.disable()
+        if was:
+            faulthandler.enable(file=sys.__stderr__)
