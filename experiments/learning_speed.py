@@ -1,7 +1,7 @@
 """Learning speed of runs: each seed's metric averaged over all of the run's
 evaluations (the area under its curve, divided by the number of evaluations), its
 mean and 95% interval over seeds, and Welch's t-test between the first run and each
-other one.
+other one (a seed that went non-finite is left out of both).
 
 A final return says where a run ended; this says how fast it got there, which is what
 the paper's Fig. 2 right compares across critic sizes (experiments/results/paper.md,
@@ -23,8 +23,16 @@ from svgx.plot import confidence_band
 
 
 def mean_over_run(directory: str, metric: str = "eval_return") -> np.ndarray:
-    """``[seeds]``: each seed's ``metric`` averaged over the run's evaluations (chunks)."""
-    return np.stack([np.asarray(row[metric]) for row in rundir.read_metrics(directory)]).mean(0)
+    """``[seeds]``: each seed's ``metric`` averaged over the run's evaluations after
+    training began. A Brax baseline also records its initial policy, at 0 environment
+    steps, which svgx's chunks do not; it is left out so that both average the same
+    points. A seed that went non-finite is NaN."""
+    rows = [
+        row
+        for row in rundir.read_metrics(directory)
+        if "env_steps" not in row or np.nanmean(row["env_steps"]) > 0
+    ]
+    return np.stack([np.asarray(row[metric], float) for row in rows]).mean(0)
 
 
 def compare(directories: list[str], metric: str = "eval_return") -> list[dict]:
@@ -37,7 +45,7 @@ def compare(directories: list[str], metric: str = "eval_return") -> list[dict]:
         mean, low, high = confidence_band(values)
         t = p = None
         if directory != directories[0]:
-            test = stats.ttest_ind(first, values, equal_var=False)
+            test = stats.ttest_ind(first, values, equal_var=False, nan_policy="omit")
             t, p = float(test.statistic), float(test.pvalue)
         rows.append(
             dict(run=directory, mean=float(mean), low=float(low), high=float(high), t=t, p=p)

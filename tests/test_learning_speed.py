@@ -31,3 +31,27 @@ def test_mean_over_the_run_and_welchs_test_by_hand(tmp_path):
     assert np.isclose(second["p"], 2 * stats.t.sf(abs(t), df))
     half = stats.t.ppf(0.975, 2) * np.sqrt(0.25 / 3)
     assert np.isclose(second["low"], 7.5 - half) and np.isclose(second["high"], 7.5 + half)
+
+
+def test_a_baselines_initial_evaluation_and_a_non_finite_seed_are_left_out(tmp_path):
+    """Brax records its initial policy at 0 steps (svgx's first chunk ends after
+    training): the mean over the run skips it. A NaN seed drops out of the test."""
+    path = tmp_path / "brax"
+    path.mkdir()
+    steps = [0, 100, 200]
+    returns = [[-50, -50, -50], [1, 2, 3], [3, np.nan, 5]]
+    rundir.write_metrics(
+        path,
+        [
+            {"env_steps": np.full(3, s), "eval_return": np.asarray(r, float)}
+            for s, r in zip(steps, returns, strict=True)
+        ],
+    )
+    values = learning_speed.mean_over_run(str(path))
+    np.testing.assert_allclose(values[[0, 2]], [2, 4])
+    assert np.isnan(values[1])
+    other = _run(tmp_path / "other", [[0, 0], [2, 4]])  # per seed: 1, 2
+    _, row = learning_speed.compare([other, str(path)])
+    test = stats.ttest_ind([1, 2], [2, 4], equal_var=False)
+    assert np.isclose(row["t"], test.statistic) and np.isclose(row["p"], test.pvalue)
+    assert np.isclose(row["mean"], 3)
