@@ -7,7 +7,10 @@ evaluator (deterministic actions, ``num_eval_envs`` episodes); ``eval_success``
 is the fraction of evaluation episodes whose final state meets the task's
 success measure (the adapter reports success at the last step of an episode).
 Seeds run one after another (Brax's trainers are not vmappable over seeds), so
-``wall_time`` counts from the start of each seed's run.
+``wall_time`` counts from the start of each seed's run. Each finished seed's
+evaluations are written to ``seeds/<seed>.json`` at once, so a run of the same
+arguments in the same directory after an interruption (before ``metrics.jsonl``; a
+sweep's resume) keeps them and runs only the seeds that had not finished.
 
 Non-finite runs: the task's diverged steps end their episodes before Brax sees them
 (:mod:`envs.brax_adapter`; ``eval_diverged`` counts the evaluation episodes that
@@ -24,6 +27,7 @@ import functools
 import json
 import math
 import pathlib
+import shutil
 import sys
 import time
 from typing import Literal
@@ -36,6 +40,7 @@ from svgx.io import atomic_write_text
 
 ALGORITHMS = ("ppo", "sac", "apg")
 EVAL_EPISODES = 16  # Brax's num_eval_envs: episodes per evaluation
+SEEDS = "seeds"  # a baseline directory's finished seeds, one file each, for resuming
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,9 +231,12 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
         raise rundir.RunDirError(
             f"--out {str(out)!r}: already holds a run; use --overwrite or another directory"
         )
+    finished = _finished_seeds(out, args)
     description = dict(format=rundir.FORMAT, baseline=dataclasses.asdict(args))
     atomic_write_text(out / rundir.CONFIG, json.dumps(description, indent=2))
     (out / rundir.STOPPED).unlink(missing_ok=True)  # from a run this one replaces
+    if not finished:
+        shutil.rmtree(out / SEEDS, ignore_errors=True)
     step_scale = (
         apg_schedule(env, args.steps, args.n_envs, args.evaluations, args.apg_horizon)[2]
         if args.algo == "apg"
@@ -237,6 +245,12 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
     per_seed: list[list[dict]] = []
     stopped: list[Divergence] = []
     for index, seed in enumerate(range(args.seed, args.seed + args.seeds)):
+        if seed in finished:
+            points, divergence = finished[seed]
+            progress(f"[{args.algo} (brax) {args.env}] seed {seed}: finished before, kept")
+            per_seed.append(points)
+            stopped.extend([divergence] if divergence else [])
+            continue
         start = time.perf_counter()
         points: list[dict] = []
 
@@ -293,6 +307,11 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
         except _SeedStopped as stop:
             progress(f"[{args.algo} (brax) {args.env}] stopped: {stop.divergence}")
             stopped.append(stop.divergence)
+        divergence = stopped[-1] if stopped and stopped[-1].seed == index else None
+        atomic_write_text(
+            out / SEEDS / f"{seed}.json",
+            json.dumps(dict(points=points, stopped=divergence and dataclasses.asdict(divergence))),
+        )
         per_seed.append(points)
     history = _history(per_seed)
     rundir.write_metrics(out, history)
@@ -303,6 +322,25 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
         rundir.write_stopped(out, stopped[0])
         raise NonFiniteError(stopped[0], None)
     return history
+
+
+def _finished_seeds(out: pathlib.Path, args) -> dict[int, tuple[list[dict], Divergence | None]]:
+    """The seeds a run of the same arguments finished in ``out`` before it was
+    interrupted (it wrote no metrics): each seed's evaluations and, if it went
+    non-finite, where. A finished run that is overwritten starts again."""
+    if not (out / rundir.CONFIG).is_file() or (out / rundir.METRICS).is_file():
+        return {}
+    recorded = json.loads((out / rundir.CONFIG).read_text()).get("baseline", {})
+    if not same_baseline(recorded, args):
+        return {}
+    finished = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        file = out / SEEDS / f"{seed}.json"
+        if file.is_file():
+            record = json.loads(file.read_text())
+            stop = record["stopped"]
+            finished[seed] = (record["points"], Divergence(**stop) if stop else None)
+    return finished
 
 
 class _SeedStopped(Exception):
@@ -334,3 +372,22 @@ def _history(per_seed: list[list[dict]]) -> list[dict[str, np.ndarray]]:
             }
         )
     return history
+
+
+def same_baseline(recorded: dict, args) -> bool:
+    """Whether a baseline run directory's recorded arguments are ``args`` (a
+    :class:`~svgx.baselines.BaselineArgs`), wherever it is. A field the record lacks
+    (one added to svgx after the run) counts as its default, so an older run that
+    used it is still the same configuration."""
+    wanted = json.loads(json.dumps(dataclasses.asdict(args)))
+    defaults = {
+        f.name: json.loads(json.dumps(f.default))
+        for f in dataclasses.fields(args)
+        if f.default is not dataclasses.MISSING
+    }
+    recorded = {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
+    return _without_place(recorded) == _without_place(wanted)
+
+
+def _without_place(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in ("out", "overwrite")}

@@ -68,7 +68,7 @@ import jax.numpy as jnp
 
 from svgx import rundir
 from svgx.baselines import ALGORITHMS as BASELINE_ALGORITHMS
-from svgx.baselines import BaselineArgs, check_args
+from svgx.baselines import BaselineArgs, check_args, same_baseline
 from svgx.config import Config, Hyperparams, config_for_steps
 from svgx.divergence import NonFiniteError
 from svgx.io import atomic_write_text
@@ -360,25 +360,6 @@ def _run_baseline(baseline: Baseline, directory: pathlib.Path, progress) -> None
                 raise NonFiniteError(divergence, None)  # finished, with a stopped seed
             return
     run_baseline(args, progress)
-
-
-def same_baseline(recorded: dict, args) -> bool:
-    """Whether a baseline run directory's recorded arguments are ``args`` (a
-    :class:`~svgx.baselines.BaselineArgs`), wherever it is. A field the record lacks
-    (one added to svgx after the run) counts as its default, so an older run that
-    used it is still the same configuration."""
-    wanted = json.loads(json.dumps(dataclasses.asdict(args)))
-    defaults = {
-        f.name: json.loads(json.dumps(f.default))
-        for f in dataclasses.fields(args)
-        if f.default is not dataclasses.MISSING
-    }
-    recorded = {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
-    return _without_place(recorded) == _without_place(wanted)
-
-
-def _without_place(fields: dict) -> dict:
-    return {k: v for k, v in fields.items() if k not in ("out", "overwrite")}
 
 
 def _print(line: str) -> None:

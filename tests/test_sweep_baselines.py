@@ -231,3 +231,44 @@ def test_a_sweep_runs_its_other_baselines_after_one_stops_and_does_not_rerun_it(
     with pytest.raises(NonFiniteError, match="seed 0 went non-finite"):
         sweep.run_sweep(None, str(out), progress=lines.append)
     assert calls == []  # neither is run again
+
+
+def test_an_interrupted_baseline_resumes_after_its_finished_seeds(tmp_path, monkeypatch):
+    """A crash in seed 2 (a native one killed a sweep here twice) loses only that seed:
+    the same arguments in the same directory run seeds 2 and 3 and keep 0 and 1."""
+    from svgx import baselines
+
+    calls = []
+
+    def crashing(algo, env, *, seed, **kwargs):
+        if seed == 2:
+            raise RuntimeError("interrupted")
+        return fake_trainer(calls, nan_at=("sac", 1, 1))(algo, env, seed=seed, **kwargs)
+
+    monkeypatch.setattr(baselines, "trainer", crashing)
+    args = baselines.BaselineArgs(
+        env="lqg", algo="sac", out=str(tmp_path), steps=300, seeds=4, evaluations=4
+    )
+    with pytest.raises(RuntimeError, match="interrupted"):
+        baselines.run_baseline(args)
+    assert not (tmp_path / rundir.METRICS).exists()
+    calls.clear()
+    monkeypatch.setattr(baselines, "trainer", fake_trainer(calls, nan_at=("sac", 1, 1)))
+    lines = []
+    with pytest.raises(Exception, match="seed 1 went non-finite in chunk 1/3"):
+        baselines.run_baseline(dataclasses.replace(args, overwrite=True), lines.append)
+    assert {seed for _, seed, _ in calls} == {2, 3}  # seeds 0 and 1 were kept
+    assert sum("finished before, kept" in line for line in lines) == 2
+    returns = np.array([h["eval_return"] for h in rundir.read_metrics(tmp_path)])
+    np.testing.assert_array_equal(returns[:, [0, 2, 3]], np.tile([[-10], [-9], [-8], [-7]], 3))
+    assert np.isnan(returns[1:, 1]).all()  # seed 1 stopped at its first evaluation
+    # A finished run that is overwritten starts again; other arguments never reuse seeds.
+    calls.clear()
+    with pytest.raises(Exception, match="non-finite"):
+        baselines.run_baseline(dataclasses.replace(args, overwrite=True))
+    assert {seed for _, seed, _ in calls} == {0, 1, 2, 3}
+    (tmp_path / rundir.METRICS).unlink()
+    calls.clear()
+    with pytest.raises(Exception, match="non-finite"):
+        baselines.run_baseline(dataclasses.replace(args, overwrite=True, learning_rate=1e-3))
+    assert {seed for _, seed, _ in calls} == {0, 1, 2, 3}
