@@ -1,0 +1,63 @@
+"""Seconds per training iteration of svg1_er (4 environment steps, one update of batch
+64), 5 vmapped seeds, with ``other_tasks.toml``'s settings, by Jacobian source and V's
+targets: what the simulator column costs against the learned one on a task.
+
+Each variant's chunk is compiled ahead of time, run once to warm up, then timed twice
+(the best is kept); prints one line per variant.
+
+    python -m experiments.time_iteration cheetah
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+
+from svgx.config import Config, Hyperparams
+from svgx.runner import compiled
+
+VARIANTS = [("simulator", "dynamics"), ("simulator", "replayed"), ("learned", "dynamics")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("env", nargs="?", default="cheetah", help="the task")
+    parser.add_argument("--iterations", type=int, default=20, help="iterations per chunk")
+    args = parser.parse_args()
+    for jacobians, targets in VARIANTS:
+        config = Config(
+            env=args.env,
+            algo="svg1_er",
+            jacobians=jacobians,
+            critic_n_step=5,
+            algo_options={"actions": "fresh", "targets": targets},
+            iterations=args.iterations * 3,
+            chunks=3,
+        )
+        hp = Hyperparams(entropy_coef=0.01, tau=0.05, policy_lr=1e-3, model_lr=3e-3).as_arrays()
+        start = time.perf_counter()
+        init, chunk, _ = compiled(config, hp, 5)
+        state = init(jax.random.split(jax.random.key(0), 5), hp)
+        chunk = chunk.lower(state, hp).compile()
+        compile_s = time.perf_counter() - start
+        state, _ = chunk(state, hp)  # warm-up
+        jax.block_until_ready(state)
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            state, _ = chunk(state, hp)
+            jax.block_until_ready(state)
+            best = min(best, time.perf_counter() - start)
+        per_iteration = best / args.iterations
+        print(
+            f"{args.env} {jacobians:9s} targets={targets:8s} compile {compile_s:6.0f} s  "
+            f"{per_iteration * 1000:8.1f} ms/iteration  -> "
+            f"{per_iteration * 5000 / 60:6.1f} min per 20k-step chunk",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
