@@ -58,14 +58,15 @@ class Run:
 
     Attributes:
       config, hparams: what ran (``hparams`` leaves have a leading seed axis when swept).
-      state: the final :class:`~svgx.train.TrainState` of every seed (leading axis).
+      state: the final :class:`~svgx.train.TrainState` of every seed (leading axis);
+        ``None`` for a finished run read back from a directory without its checkpoint.
       metrics: one dict per chunk of ``name -> [n_seeds]`` arrays.
       interrupted: the run stopped early (Ctrl-C) after ``len(metrics)`` chunks.
     """
 
     config: Config
     hparams: Hyperparams
-    state: TrainState
+    state: TrainState | None
     metrics: list[dict[str, np.ndarray]]
     interrupted: bool = False
 
@@ -469,6 +470,12 @@ def run_in_dir(
     if spec is None:
         spec = rundir.read_spec(out)
         rundir.check_resumable(out)
+        if _finished_without_checkpoint(out, spec):
+            progress(
+                f"{out}: the run is complete ({spec.config.chunks} chunks); nothing to resume "
+                "(its directory holds no checkpoint, so the returned run has no state)"
+            )
+            return Run(spec.config, spec.hparams, None, rundir.read_metrics(out))
         start = _restore(out, spec)
         if start is not None and len(start[1]) >= spec.config.chunks:
             progress(f"{out}: the run is complete ({spec.config.chunks} chunks); nothing to resume")
@@ -534,6 +541,17 @@ def state_shape(spec: rundir.RunSpec):
         hparams = spec.hparams.as_arrays(dtype)
         init, _, _ = compiled(spec.config, hparams, spec.seeds)
         return jax.eval_shape(init, _keys(spec.seed, spec.seeds), hparams)
+
+
+def _finished_without_checkpoint(out: pathlib.Path, spec: rundir.RunSpec) -> bool:
+    """Whether ``out`` holds every chunk's metrics but no checkpoint: a finished run whose
+    large files were left behind, as in the run files committed with a results file
+    (``svgx report`` and ``svgx plot`` read them; a sweep resumed from such a copy
+    skips them instead of calling them damaged)."""
+    return (
+        not (out / rundir.CHECKPOINT).exists()
+        and len(rundir.read_metrics(out)) >= spec.config.chunks
+    )
 
 
 def _restore(out: pathlib.Path, spec: rundir.RunSpec):

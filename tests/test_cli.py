@@ -5,6 +5,7 @@ nothing written)."""
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -203,6 +204,16 @@ def test_a_sweep_groups_by_shape_vmaps_the_rest_and_resumes(tmp_path):
     assert any("g00" in line and "complete" in line for line in lines), lines
     assert len(rundir.read_metrics(dirs[1])) == 2
     assert snapshot(dirs[0]) == first
+    # A copy without checkpoints (the run files committed with a results file) is finished.
+    for directory in dirs:
+        (directory / "checkpoint.eqx").unlink()
+    before, lines = {d.name: snapshot(d) for d in dirs}, []
+    assert [run.state for run in sweep.run_sweep(None, str(out), progress=lines.append)] == [
+        None,
+        None,
+    ]
+    assert sum("complete" in line for line in lines) == 2, lines
+    assert {d.name: snapshot(d) for d in dirs} == before
     png = tmp_path / "sweep.png"
     assert cli.main(["plot", str(out), "--out", str(png)]) is None
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -472,8 +483,10 @@ def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_pa
         data = (out / "checkpoint.eqx").read_bytes()
         (out / "checkpoint.eqx").write_bytes(data[: len(data) // 2])
         expected = "corrupt or from another run configuration"
-    elif damage == "missing checkpoint":
+    elif damage == "missing checkpoint":  # of an unfinished run: its last chunk is missing too
         (out / "checkpoint.eqx").unlink()
+        lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
+        (out / "metrics.jsonl").write_text("".join(line for line in lines if '"chunk": 2' not in line))
         expected = "metrics but no checkpoint"
     elif damage == "other version":
         spec = json.loads((out / "config.json").read_text())
@@ -488,6 +501,25 @@ def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_pa
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
+    assert snapshot(out) == before
+
+
+def test_a_finished_run_without_its_checkpoint_is_complete_not_damaged(tmp_path):
+    """The run files committed beside a results file keep metrics but no checkpoint:
+    resuming such a copy (alone, or as a sweep's group) runs nothing and changes nothing."""
+    out = tmp_path / "run"
+    whole = runner.run_in_dir(out, tiny_spec(), progress=lambda line: None)
+    (out / "checkpoint.eqx").unlink()
+    shutil.rmtree(out / "policies")
+    before, lines = snapshot(out), []
+    copy = runner.run_in_dir(out, progress=lines.append)
+    assert copy.state is None and not copy.interrupted
+    assert lines == [f"{out}: the run is complete (3 chunks); nothing to resume "
+                     "(its directory holds no checkpoint, so the returned run has no state)"]
+    for ma, mb in zip(copy.metrics, whole.metrics, strict=True):
+        assert ma.keys() == mb.keys()
+        for name in mb:
+            np.testing.assert_allclose(ma[name], mb[name], rtol=1e-6, err_msg=name)
     assert snapshot(out) == before
 
 
