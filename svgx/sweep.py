@@ -19,6 +19,8 @@ combination of swept hyperparameters × seeds is one member of a single
 seed ``i % seeds``; ``DIR/<group>/members.json`` lists them
 (:func:`svgx.rundir.member_labels` reads it). Running the sweep again (or
 ``svgx resume DIR``) skips finished groups and resumes an interrupted one.
+``DIR/sweep.toml`` keeps the file's text; a file that differs from it only in
+comments or layout (equal as TOML) is the same sweep, any other is refused.
 
 Methods that need different budgets or sizes in one figure are ``[[group]]``
 tables: each is a grid of its own, its keys (``seeds``, ``seed``, ``steps`` and
@@ -287,13 +289,16 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
             raise FileNotFoundError(f"sweep file {file!r}: no such file")
         text, where = path.read_text(), str(path)
         out = pathlib.Path(out) if out else path.with_suffix("")
-        if is_sweep_dir(out) and (out / SWEEP_FILE).read_text() != text:
+    groups, baselines = parse_all(text, where)
+    if file is not None and is_sweep_dir(out):
+        if tomllib.loads((out / SWEEP_FILE).read_text()) != tomllib.loads(text):
             raise ValueError(
                 f"--out {str(out)!r}: holds a different sweep; use another directory "
                 f"(or `svgx resume {out}` to continue the one it holds)"
             )
-    groups, baselines = parse_all(text, where)
-    if not is_sweep_dir(out):
+    if not is_sweep_dir(out) or (out / SWEEP_FILE).read_text() != text:
+        # New, or the same sweep (equal as TOML) with other comments or layout: the
+        # directory keeps the text that ran last.
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / SWEEP_FILE, text)
     results, stopped = [], []

@@ -272,3 +272,28 @@ def test_an_interrupted_baseline_resumes_after_its_finished_seeds(tmp_path, monk
     with pytest.raises(Exception, match="non-finite"):
         baselines.run_baseline(dataclasses.replace(args, overwrite=True, learning_rate=1e-3))
     assert {seed for _, seed, _ in calls} == {0, 1, 2, 3}
+
+
+def test_a_sweep_file_with_other_comments_is_the_same_sweep_another_value_is_not(
+    tmp_path, monkeypatch
+):
+    """The run directory compares sweep files as TOML: a comment fixed after the runs (or a
+    number spelt differently) resumes the sweep and is recorded; a changed value is refused."""
+    from svgx import baselines
+
+    calls = []
+    monkeypatch.setattr(baselines, "trainer", fake_trainer(calls, nan_at=None))
+    text = 'group = []\nseeds = 1\nsteps = 300\nchunks = 3\nenv = "lqg"\n[[baseline]]\nalgo = "sac"\n'
+    file, out = tmp_path / "grid.toml", tmp_path / "grid"
+    file.write_text(text)
+    sweep.run_sweep(str(file), str(out), progress=lambda line: None)
+    assert len(calls) == 4
+    edited = "# Brax SAC on lqg\n" + text.replace("300", "3_00").replace("3\n", "3  # evaluations\n")
+    file.write_text(edited)
+    sweep.run_sweep(str(file), str(out), progress=lambda line: None)
+    assert len(calls) == 4  # nothing ran again
+    assert (out / "sweep.toml").read_text() == edited
+    file.write_text(edited.replace("3_00", "400"))
+    with pytest.raises(ValueError, match="holds a different sweep"):
+        sweep.run_sweep(str(file), str(out), progress=lambda line: None)
+    assert (out / "sweep.toml").read_text() == edited
