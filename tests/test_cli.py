@@ -486,7 +486,8 @@ def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_pa
     elif damage == "missing checkpoint":  # of an unfinished run: its last chunk is missing too
         (out / "checkpoint.eqx").unlink()
         lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
-        (out / "metrics.jsonl").write_text("".join(line for line in lines if '"chunk": 2' not in line))
+        kept = [line for line in lines if '"chunk": 2' not in line]
+        (out / "metrics.jsonl").write_text("".join(kept))
         expected = "metrics but no checkpoint"
     elif damage == "other version":
         spec = json.loads((out / "config.json").read_text())
@@ -514,8 +515,10 @@ def test_a_finished_run_without_its_checkpoint_is_complete_not_damaged(tmp_path)
     before, lines = snapshot(out), []
     copy = runner.run_in_dir(out, progress=lines.append)
     assert copy.state is None and not copy.interrupted
-    assert lines == [f"{out}: the run is complete (3 chunks); nothing to resume "
-                     "(its directory holds no checkpoint, so the returned run has no state)"]
+    assert lines == [
+        f"{out}: the run is complete (3 chunks); nothing to resume "
+        "(its directory holds no checkpoint, so the returned run has no state)"
+    ]
     for ma, mb in zip(copy.metrics, whole.metrics, strict=True):
         assert ma.keys() == mb.keys()
         for name in mb:

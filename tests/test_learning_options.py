@@ -18,7 +18,7 @@ import pytest
 from small import TINY_LQG
 
 import envs
-from svgx import critics, estimators, replay, rollout, runner
+from svgx import critics, estimators, replay, rollout, runner, tuned
 from svgx.config import Config, Hyperparams
 from svgx.dynamics import SimulatorDynamics
 from svgx.policy import linear_policy, mlp_policy
@@ -273,8 +273,6 @@ def resolve(*argv):
 
 
 def test_svgx_train_resolves_the_tuned_settings_and_flags_override_them(capsys):
-    from svgx import tuned
-
     expected = tuned.settings("cartpole", "svg1_er")
     assert expected  # the entry this test is about exists
     spec = resolve("--env", "cartpole", "--algo", "svg1_er")
@@ -301,3 +299,17 @@ def test_svgx_train_resolves_the_tuned_settings_and_flags_override_them(capsys):
     spec = resolve("--env", "cartpole", "--algo", "svg0_er")
     assert spec.config.critic_n_step == 1
     assert float(spec.hparams.entropy_coef) == 0.0 and float(spec.hparams.tau) == Hyperparams().tau
+
+
+@pytest.mark.parametrize(("env", "algo"), sorted(tuned.TUNED))
+def test_every_tuned_entry_resolves_to_a_valid_training_run(env, algo):
+    """Each entry names a registered task and algorithm and only fields or options that
+    ``svgx train`` accepts for them (``train_spec`` validates the resolved run)."""
+    spec = resolve("--env", env, "--algo", algo)
+    assert (spec.config.env, spec.config.algo) == (env, algo)
+    for name, value in tuned.settings(env, algo).items():
+        if name in spec.config.algo_options:
+            assert spec.config.algo_options[name] == value, name
+        else:
+            field = spec.config if hasattr(spec.config, name) else spec.hparams
+            assert np.isclose(float(getattr(field, name)), value), name

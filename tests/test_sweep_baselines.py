@@ -283,12 +283,14 @@ def test_a_sweep_file_with_other_comments_is_the_same_sweep_another_value_is_not
 
     calls = []
     monkeypatch.setattr(baselines, "trainer", fake_trainer(calls, nan_at=None))
-    text = 'group = []\nseeds = 1\nsteps = 300\nchunks = 3\nenv = "lqg"\n[[baseline]]\nalgo = "sac"\n'
+    text = 'group = []\nseeds = 1\nsteps = 300\nchunks = 3\nenv = "lqg"\n'
+    text += '[[baseline]]\nalgo = "sac"\n'
     file, out = tmp_path / "grid.toml", tmp_path / "grid"
     file.write_text(text)
     sweep.run_sweep(str(file), str(out), progress=lambda line: None)
     assert len(calls) == 4
-    edited = "# Brax SAC on lqg\n" + text.replace("300", "3_00").replace("3\n", "3  # evaluations\n")
+    edited = text.replace("300", "3_00").replace("3\n", "3  # evaluations\n")
+    edited = "# Brax SAC on lqg\n" + edited
     file.write_text(edited)
     sweep.run_sweep(str(file), str(out), progress=lambda line: None)
     assert len(calls) == 4  # nothing ran again
