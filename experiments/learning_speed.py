@@ -18,21 +18,15 @@ import argparse
 import numpy as np
 from scipy import stats
 
-from svgx import rundir
+from svgx import report, rundir
 from svgx.plot import confidence_band
 
 
 def mean_over_run(directory: str, metric: str = "eval_return") -> np.ndarray:
     """``[seeds]``: each seed's ``metric`` averaged over the run's evaluations after
-    training began. A Brax baseline also records its initial policy, at 0 environment
-    steps, which svgx's chunks do not; it is left out so that both average the same
-    points. A seed that went non-finite is NaN."""
-    rows = [
-        row
-        for row in rundir.read_metrics(directory)
-        if "env_steps" not in row or np.nanmean(row["env_steps"]) > 0
-    ]
-    return np.stack([np.asarray(row[metric], float) for row in rows]).mean(0)
+    training began (:func:`svgx.report.mean_over_run`; a Brax baseline's evaluation at 0
+    environment steps is left out). A seed that went non-finite is NaN."""
+    return report.mean_over_run(rundir.read_metrics(directory), metric)
 
 
 def compare(directories: list[str], metric: str = "eval_return") -> list[dict]:

@@ -1,5 +1,12 @@
-"""The learning table of run directories: success at the budget, steps to 50% success, the
-ratio of those steps to a reference method's (Brax SAC by default), throughput and times.
+"""The learning table of run directories: success at the budget, the eval return at the
+budget and averaged over the run, steps to 50% success, the ratio of those steps to a
+reference method's (Brax SAC by default), throughput and times.
+
+The return over the run is each seed's eval return averaged over the run's evaluations
+after training began (the area under its learning curve over the number of
+evaluations; :func:`mean_over_run`): how fast a method learns, where the return at the
+budget says where it ended. A Brax baseline's evaluation of its initial policy, at 0
+environment steps, which svgx's chunks do not have, is left out of it.
 
 One row per method: a run directory, or one hyperparameter combination of a sweep group,
 or one Brax baseline run. Times are read from the metrics: svgx records ``compile_time``
@@ -39,6 +46,7 @@ class Row:
     steps: int  # environment steps per seed at the last evaluation
     success: tuple[float, float, float]  # mean and 95% interval at the last evaluation
     returns: tuple[float, float, float]
+    run_returns: tuple[float, float, float]  # each seed's mean over the run's evaluations
     steps_to_level: float  # per seed; inf if never reached
     steps_per_s: float  # all seeds together, after compilation
     wall_s: float  # all seeds together
@@ -46,6 +54,15 @@ class Row:
     compile_estimated: bool
     reference: bool = False  # a row of the reference method
     nonfinite: int = 0  # seeds whose return at the budget is not finite (left out above)
+
+
+def mean_over_run(history: list[dict], metric: str = "eval_return") -> np.ndarray:
+    """``[members]``: each member's ``metric`` averaged over the evaluations after training
+    began (``history`` as :func:`svgx.rundir.read_metrics` gives it; an evaluation at 0
+    environment steps, a Brax baseline's initial policy, is left out). A seed that went
+    non-finite is NaN."""
+    rows = [row for row in history if "env_steps" not in row or np.nanmean(row["env_steps"]) > 0]
+    return np.stack([np.asarray(row[metric], float) for row in rows]).mean(0)
 
 
 def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row]:
@@ -122,6 +139,7 @@ def _rows(
     for method_name, m in members:
         success = np.stack([h["eval_success"][m] for h in history])
         returns = np.stack([h["eval_return"][m] for h in history])
+        over_run = mean_over_run(history)[m]
         steps = np.array([float(np.nanmean(h["env_steps"][m])) for h in history])
         reached = np.flatnonzero(np.nanmean(success, axis=1) >= SUCCESS_LEVEL)
         share = len(m) / total_members  # a sweep group's time is shared by its combinations
@@ -133,6 +151,7 @@ def _rows(
                 steps=int(steps[-1]),
                 success=_interval(success[-1], BOUNDS["eval_success"]),
                 returns=_interval(returns[-1]),
+                run_returns=_interval(over_run),
                 steps_to_level=float(steps[reached[0]]) if len(reached) else math.inf,
                 steps_per_s=float(steps[-1] * total_members / run_s),
                 wall_s=wall_s * share,
@@ -182,9 +201,10 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
     """The rows as a Markdown table (one per task, in the order given)."""
     header = (
         f"| task | method | seeds | env steps per seed | success at the budget (95% interval) "
-        f"| eval return (95% interval) | env steps to {SUCCESS_LEVEL:.0%} success "
+        f"| eval return (95% interval) | eval return over the run (95% interval) "
+        f"| env steps to {SUCCESS_LEVEL:.0%} success "
         f"| ratio to {reference.upper()} | env steps/s (all seeds) | wall time (s) "
-        f"| compile time (s) |\n" + "|---" * 11 + "|\n"
+        f"| compile time (s) |\n" + "|---" * 12 + "|\n"
     )
     lines = []
     for r in table:
@@ -198,12 +218,13 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
         else:
             ratio = f"{r.steps_to_level / ref:.2f}"
         reached = "not reached" if math.isinf(r.steps_to_level) else f"{r.steps_to_level:,.0f}"
-        s, ret = r.success, r.returns
+        s, ret, run = r.success, r.returns, r.run_returns
         seeds = f"{r.seeds} ({r.nonfinite} non-finite)" if r.nonfinite else f"{r.seeds}"
         lines.append(
             f"| {r.env} | {r.method} | {seeds} | {r.steps:,} "
             f"| {s[0]:.0%} ({s[1]:.0%}–{s[2]:.0%}) "
-            f"| {_num(ret[0])} ({_num(ret[1])}–{_num(ret[2])}) | {reached} | {ratio} "
+            f"| {_num(ret[0])} ({_num(ret[1])}–{_num(ret[2])}) "
+            f"| {_num(run[0])} ({_num(run[1])}–{_num(run[2])}) | {reached} | {ratio} "
             f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "
             f"| {_compile_cell(r)} |"
         )

@@ -74,6 +74,12 @@ def test_success_interval_steps_to_half_and_ratio_to_sac(tmp_path):
     half = stats.t.ppf(0.975, 2) * np.std([7, 8, 12], ddof=1) / np.sqrt(3)
     np.testing.assert_allclose(svg_row.returns, (mean, mean - half, mean + half))
     assert svg_row.success == (1.0, 1.0, 1.0)
+    # Over the run: each seed's mean over its 4 evaluations (3, 3.75, 5.25); Brax's
+    # evaluation at 0 steps is left out (seeds: 0, 10, 10 and 0, 0, 10).
+    over_run = [3.0, 3.75, 5.25]
+    half = stats.t.ppf(0.975, 2) * np.std(over_run, ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(svg_row.run_returns, (4.0, 4.0 - half, 4.0 + half))
+    assert sac_row.run_returns[0] == pytest.approx(5.0)
     # svgx: measured compile time; 3 seeds x 400 steps in 90 - 50 s.
     assert (svg_row.compile_s, svg_row.wall_s) == (50.0, 90.0)
     assert svg_row.steps_per_s == pytest.approx(3 * 400 / 40)
@@ -84,6 +90,7 @@ def test_success_interval_steps_to_half_and_ratio_to_sac(tmp_path):
     table = report.markdown(rows)
     assert "| lqg | svg1_er (simulator) | 3 | 400 | 100% (100%–100%) |" in table
     assert "| 300 | 1.50 |" in table and "| ~60 |" in table
+    assert f"| 4 ({4 - half:.3g}–{4 + half:.3g}) | 300 |" in table
 
 
 def test_a_baseline_seed_that_stopped_non_finite_is_counted_and_left_out(tmp_path):
@@ -103,6 +110,7 @@ def test_a_baseline_seed_that_stopped_non_finite_is_counted_and_left_out(tmp_pat
     (row,) = report.rows([sac])
     assert row.nonfinite == 1 and row.success == (1.0, 1.0, 1.0) and row.returns[0] == 10
     assert row.steps_to_level == 200  # the mean over the seeds that report
+    assert row.run_returns == pytest.approx((20 / 3,) * 3)  # the two seeds that ran
     assert row.wall_s == pytest.approx(60 + 50 + 60)
     assert "| sac (Brax), lr 0.0003 | 3 (1 non-finite) | 300 | 100% (100%–100%) |" in (
         report.markdown([row])
