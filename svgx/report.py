@@ -179,6 +179,12 @@ def _interval(values: np.ndarray, bounds=None) -> tuple[float, float, float]:
     return float(mean), float(low), float(high)
 
 
+def _band(mean: float, low: float, high: float) -> str:
+    """``mean (low–high)``; the dash spaced when a bound is negative (``-3.1 (-5.2 – -1.0)``)."""
+    dash = " – " if min(low, high) < 0 else "–"
+    return f"{_num(mean)} ({_num(low)}{dash}{_num(high)})"
+
+
 def _num(value: float) -> str:
     """A return: one decimal, or three significant digits below 10 (terminal costs)."""
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
@@ -218,13 +224,12 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
         else:
             ratio = f"{r.steps_to_level / ref:.2f}"
         reached = "not reached" if math.isinf(r.steps_to_level) else f"{r.steps_to_level:,.0f}"
-        s, ret, run = r.success, r.returns, r.run_returns
+        s = r.success
         seeds = f"{r.seeds} ({r.nonfinite} non-finite)" if r.nonfinite else f"{r.seeds}"
         lines.append(
             f"| {r.env} | {r.method} | {seeds} | {r.steps:,} "
             f"| {s[0]:.0%} ({s[1]:.0%}–{s[2]:.0%}) "
-            f"| {_num(ret[0])} ({_num(ret[1])}–{_num(ret[2])}) "
-            f"| {_num(run[0])} ({_num(run[1])}–{_num(run[2])}) | {reached} | {ratio} "
+            f"| {_band(*r.returns)} | {_band(*r.run_returns)} | {reached} | {ratio} "
             f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "
             f"| {_compile_cell(r)} |"
         )

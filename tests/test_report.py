@@ -91,6 +91,8 @@ def test_success_interval_steps_to_half_and_ratio_to_sac(tmp_path):
     assert "| lqg | svg1_er (simulator) | 3 | 400 | 100% (100%–100%) |" in table
     assert "| 300 | 1.50 |" in table and "| ~60 |" in table
     assert f"| 4 ({4 - half:.3g}–{4 + half:.3g}) | 300 |" in table
+    negative = dataclasses.replace(svg_row, run_returns=(-4.0, -6.5, -1.5))
+    assert "| -4 (-6.5 – -1.5) | 300 |" in report.markdown([negative, sac_row])
 
 
 def test_a_baseline_seed_that_stopped_non_finite_is_counted_and_left_out(tmp_path):
