@@ -69,8 +69,9 @@ class Env(abc.ABC):
     # need ``t`` in ``step``; time-invariant tasks ignore it.
     time_dependent: ClassVar[bool] = False
     # A state with a coordinate beyond this magnitude is a simulation that diverged
-    # (training treats it as a non-finite one: the episode ends, the step is not learned
-    # from); no bound for tasks whose states may grow without limit (lqg).
+    # (training treats it as a non-finite one: the episode ends and the step is stored
+    # as a stay-put step, s' = s and r = 0, and counted; svgx.train); no bound for tasks
+    # whose states may grow without limit (lqg).
     max_state_abs: ClassVar[float] = float("inf")
 
     def diverged(self, s_next: Array, r: Array) -> Array:
