@@ -22,7 +22,13 @@ from svgx.model import dynamics_model
 from svgx.policy import linear_policy
 from svgx.runner import run
 
-NAMES = {"jacobian_error_s", "jacobian_error_a", "jacobian_cosine_value"}
+NAMES = {
+    "jacobian_error_s",
+    "jacobian_error_a",
+    "jacobian_error_s_median",
+    "jacobian_error_a_median",
+    "jacobian_cosine_value",
+}
 
 
 class SimulatorStep(Dynamics):
@@ -127,6 +133,45 @@ def test_the_errors_of_a_hand_perturbed_linear_model_match_numpy():
     g, g_hat = u @ B, u @ B_hat  # rows: (∂f/∂a)ᵀ u_i
     cosine = np.sum(g * g_hat) / (np.linalg.norm(g) * np.linalg.norm(g_hat))
     np.testing.assert_allclose(got["jacobian_cosine_value"], cosine, rtol=1e-4)
+
+
+class Stiff(Linear):
+    """``Linear`` whose action Jacobian is ``(1 + k) B`` where ``s_0 > 1/2``: a stiff state,
+    as a contact makes one."""
+
+    k: float = 99.0
+
+    def __call__(self, s, a, xi):
+        scale = jnp.where(s[0] > 0.5, 1.0 + self.k, 1.0)
+        return self.A @ s + scale * (self.B @ a) + xi
+
+
+def test_the_median_error_is_the_typical_samples_where_a_stiff_one_carries_the_ratio():
+    """One stiff sample of 32, where the model misses a factor 1 + k = 100: the ratio of
+    sums is ``k / sqrt(31 + (1 + k)²)`` = 0.988 although the model is exact on the other 31
+    samples; each sample's own error is 0 there and k / (1 + k) on the stiff one, so the
+    median is 0."""
+    n, n_s, n_a = 32, 2, 1
+    rng = np.random.default_rng(0)
+    A = jnp.asarray(rng.normal(size=(n_s, n_s)), jnp.float32)
+    B = jnp.asarray(rng.normal(size=(n_s, n_a)), jnp.float32)
+    s = jnp.zeros((n, n_s)).at[5, 0].set(1.0)
+    a = jnp.asarray(rng.normal(size=(n, n_a)), jnp.float32)
+    reference = Stiff(A, B)
+    s_next = jax.vmap(lambda s, a: reference(s, a, jnp.zeros(n_s)))(s, a)
+    got = eqx.filter_jit(jacobian_errors)(
+        Linear(A, B), reference, s, a, s_next, jnp.zeros((n, 0)), jnp.ones((n, n_s))
+    )
+    assert set(got) == NAMES
+    np.testing.assert_allclose(got["jacobian_error_a"], 99 / np.sqrt(31 + 100**2), rtol=1e-5)
+    assert got["jacobian_error_a_median"] == 0.0
+    assert got["jacobian_error_s"] == 0.0 and got["jacobian_error_s_median"] == 0.0
+    # With the model wrong on every sample, each sample's error is the same: median = ratio.
+    off = eqx.filter_jit(jacobian_errors)(
+        Linear(A, 2 * B), Linear(A, B), s, a, s_next, jnp.zeros((n, 0)), jnp.ones((n, n_s))
+    )
+    np.testing.assert_allclose(off["jacobian_error_a_median"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(off["jacobian_error_a"], 1.0, rtol=1e-6)
 
 
 def test_a_zero_reference_jacobian_gives_zero_or_infinite_error_and_no_cosine():
