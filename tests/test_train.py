@@ -90,6 +90,7 @@ def expected_metrics(algo, jacobians):
     if jacobians == "learned":
         names |= {"model_nll", "model_one_step_mse", "model_one_step_nll"}
         names |= {"jacobian_error_s", "jacobian_error_a", "jacobian_cosine_value"}
+        names |= {"jacobian_error_s_median", "jacobian_error_a_median"}
     if issubclass(cls, algorithms.ValueExpansion):  # the SVG(k) family: its gradient's parts
         names.add("policy_grad_norm_reward")
         if cls.critic is not None:
