@@ -75,6 +75,7 @@ import numpy as np
 
 import envs
 from svgx import diagnostics, rollout, rundir
+from svgx.cache import release_compiled_programs
 from svgx.diagnostics import ESTIMATORS, DiagnoseConfig, Keys
 from svgx.io import atomic_write_bytes, atomic_write_text
 from svgx.policy import GaussianPolicy
@@ -595,6 +596,7 @@ def run_grid(
         if cell.key in done or report_only:
             continue
         record = run_cell(cell, shared)
+        release_compiled_programs()  # one cell's programs at a time
         _append(out / CELLS, record)
         done[cell.key] = record
         failed = record["nonfinite_seeds"]

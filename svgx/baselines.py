@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from svgx import rundir
+from svgx.cache import release_compiled_programs
 from svgx.divergence import Divergence, NonFiniteError
 from svgx.io import atomic_write_text
 
@@ -313,6 +314,7 @@ def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
             json.dumps(dict(points=points, stopped=divergence and dataclasses.asdict(divergence))),
         )
         per_seed.append(points)
+        release_compiled_programs()  # Brax compiles each seed's programs anew
     history = _history(per_seed)
     rundir.write_metrics(out, history)
     from svgx.plot import plot_runs

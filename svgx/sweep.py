@@ -71,6 +71,7 @@ import jax.numpy as jnp
 from svgx import rundir
 from svgx.baselines import ALGORITHMS as BASELINE_ALGORITHMS
 from svgx.baselines import BaselineArgs, check_args, same_baseline
+from svgx.cache import release_compiled_programs
 from svgx.config import Config, Hyperparams, config_for_steps
 from svgx.divergence import NonFiniteError
 from svgx.io import atomic_write_text
@@ -324,6 +325,8 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
             (progress or _print)(f"{group.name}: {error}")
             stopped.append(error)
             continue
+        finally:
+            release_compiled_programs()  # one group's programs at a time
         results.append(result)
         if result.interrupted:
             break
