@@ -41,10 +41,11 @@ def release_compiled_programs() -> None:
     Each loaded CPU executable holds its own memory mappings, and a process may have
     ``vm.max_map_count`` of them (65,530 by default on Linux). Past that, LLVM aborts
     while it loads the next program ("Unable to allocate section memory", inside
-    ``compilation_cache.get_executable_and_time``) or the process segfaults. Measured: a
-    Brax SAC baseline of 2 seeds on lqg left about 2,000 mappings behind per run (1,041
-    at the start, 9,688 after four runs), and 1,285 after each run once released; a
-    Brax sweep died this way after 17 SAC seeds of contact tasks in one process.
+    ``compilation_cache.get_executable_and_time``; earlier segfaults in long runs here
+    fit the same cause, not proven). Measured: a Brax SAC baseline of 2 seeds on lqg
+    left about 2,000 mappings behind per run (1,041 at the start, 9,688 after four
+    runs), and 1,285 after each run once released; a Brax sweep died this way after 17
+    SAC seeds of contact tasks in one process.
     """
     jax.clear_caches()
     gc.collect()
