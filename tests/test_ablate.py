@@ -193,7 +193,10 @@ def test_rerunning_skips_finished_cells_and_recomputes_only_an_unfinished_one(
     assert len([line for line in table.splitlines() if line.startswith("| initial |")]) == 5
     assert f"svgx ablate {grid} --out {out} --report-only" in table
     assert "5 of the grid's 6 cells are finished" in table
+    released = []  # compiled programs are released after each cell run (svgx.cache)
+    monkeypatch.setattr(ablate, "release_compiled_programs", lambda: released.append(1))
     records = ablate.run_grid(grid, out, progress=lambda line: None)
+    assert released == [1]
     assert "--report-only" not in (out / ablate.TABLE).read_text()
     assert len(calls) == 2  # that cell's two seeds, nothing else
     assert {c.seed for c in calls} == {0, 1}

@@ -182,7 +182,7 @@ policy_lr = [1e-3, 1e-2]
 """
 
 
-def test_a_sweep_groups_by_shape_vmaps_the_rest_and_resumes(tmp_path):
+def test_a_sweep_groups_by_shape_vmaps_the_rest_and_resumes(tmp_path, monkeypatch):
     groups = sweep.parse(SWEEP)
     assert [g.name for g in groups] == ["g00-lqg-svg1_er", "g01-lqg-svg0_er"]
     for group in groups:  # 2 learning rates × 2 seeds in one program
@@ -192,7 +192,10 @@ def test_a_sweep_groups_by_shape_vmaps_the_rest_and_resumes(tmp_path):
     file = tmp_path / "grid.toml"
     file.write_text(SWEEP)
     out = tmp_path / "grid"
+    released = []  # compiled programs are released after each group (svgx.cache)
+    monkeypatch.setattr(sweep, "release_compiled_programs", lambda: released.append(1))
     sweep.run_sweep(str(file), str(out), progress=lambda line: None)
+    assert released == [1, 1]
     dirs = sweep.group_dirs(out)
     assert [d.name for d in dirs] == ["g00-lqg-svg1_er", "g01-lqg-svg0_er"]
     first = snapshot(dirs[0])
