@@ -236,9 +236,16 @@ def planner_loss(
     key: PRNGKeyArray,
     steps: int,
     gamma: float | Float[Array, ""],
+    horizon: int | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
     """The planner baseline (§6.1): the same recursion along ``steps``-step trajectories
-    simulated by ``dynamics`` from real start states with freshly sampled noise."""
+    simulated by ``dynamics`` from real start states with freshly sampled noise.
+
+    ``horizon``: the episode's length ``T`` when the critic knows time (``V = 0`` at
+    ``T``); a trajectory that reaches ``T`` then earns no reward beyond it, as the
+    episode does. None: a time-invariant task's discounted sum of all ``steps``."""
+    if horizon is not None:
+        reward = _within_horizon(reward, horizon)
     batch = s_0.shape[0]
     key_eta, key_xi = jax.random.split(key)
     eta = jax.random.normal(key_eta, (batch, steps, policy_action_size(policy, s_0[0])), s_0.dtype)
@@ -253,6 +260,15 @@ def planner_loss(
 
     surrogate = jax.vmap(one)(s_0, t, eta, xi)
     return -jnp.mean(surrogate), {"surrogate": surrogate}
+
+
+def _within_horizon(reward: Reward, horizon: int) -> Reward:
+    """``r(s, a, t)`` for ``t < horizon`` and 0 after: the episode has ended."""
+
+    def masked(s, a, t):
+        return jnp.where(jnp.asarray(t) < horizon, reward(s, a, t), 0.0)
+
+    return masked
 
 
 def simulated_return(

@@ -6,6 +6,7 @@
 * ``Config.critic_n_step``: n-step runs from replay stop at the write position and at
   episode ends, and the targets of a hand-worked reward sequence.
 * Both run through the training loop, and the defaults leave the paper's algorithm.
+* The planner with a time-aware critic counts no reward past the horizon.
 """
 
 import json
@@ -19,6 +20,7 @@ from small import TINY_LQG
 
 import envs
 from svgx import critics, estimators, replay, rollout, runner, tuned
+from svgx.algorithms import Planner, PolicyInputs
 from svgx.config import Config, Hyperparams
 from svgx.dynamics import SimulatorDynamics
 from svgx.policy import linear_policy, mlp_policy
@@ -235,6 +237,77 @@ def test_simulated_return_is_the_policys_own_n_step_return_and_stops_at_the_hori
             np.testing.assert_allclose(total, np.sum(0.9 ** np.arange(k) * data.r), rtol=1e-7)
             np.testing.assert_allclose(s_k, data.s_next[-1], rtol=1e-7, atol=1e-12)
             assert int(t_k) == t_0 + k and np.isclose(discount, 0.9**k)
+
+
+def test_the_planner_with_a_time_aware_critic_earns_nothing_past_the_horizon():
+    """The planner's surrogate from ``t_0`` is the deterministic rollout's discounted
+    reward sum plus ``γ^k V``. With a critic that knows time (``V = 0`` at ``T``), a
+    start 2 steps before the horizon earns the 2 rewards left in the episode, not 5;
+    a start far from it earns 5 rewards and ``V``'s bootstrap."""
+
+    class MeanActions(eqx.Module):
+        policy: object
+
+        def action(self, s, eta):
+            return self.policy.mean_action(s)
+
+        def mean_action(self, s):
+            return self.policy.mean_action(s)
+
+    with jax.enable_x64(True):
+        env = envs.make("lqg", horizon=10, noise_scale=0.0)
+        policy = linear_policy(env.state_size, env.action_size, K=jnp.array([[-0.3, -0.5]]))
+        s = env.reset(jax.random.key(0)).astype(jnp.float64)
+        value = critics.value_function(
+            env.observe, env.observation_size, key=jax.random.key(3), horizon=env.horizon
+        )
+        value = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_array(x) else x, value)
+        for t_0, k in ((3, 5), (8, 2)):
+            loss, aux = estimators.planner_loss(
+                MeanActions(policy),
+                SimulatorDynamics(env),
+                env.reward,
+                value,
+                s[None],
+                jnp.array([t_0]),
+                key=jax.random.key(1),
+                steps=5,
+                gamma=0.9,
+                horizon=env.horizon,
+            )
+            data = rollout.episode(
+                env, policy, jax.random.key(2), steps=5, s_0=s, t_0=t_0, deterministic=True
+            )
+            expected = np.sum(0.9 ** np.arange(k) * data.r[:k])
+            if k == 5:
+                expected += 0.9**5 * value(data.s_next[-1], t_0 + 5)
+            np.testing.assert_allclose(aux["surrogate"][0], expected, rtol=1e-7)
+            np.testing.assert_allclose(loss, -expected, rtol=1e-7)
+
+        # The algorithm hands its critic's horizon to the estimator: the replayed start
+        # 2 steps before the horizon earns 2 rewards.
+        step = Transition(
+            s=s[None],
+            a=jnp.zeros((1, env.action_size)),
+            r=jnp.zeros(1),
+            s_next=s[None],
+            t=jnp.array([8]),
+            done=jnp.zeros(1, bool),
+            log_prob=jnp.zeros(1),
+            noise=jnp.zeros((1, env.noise_size)),
+        )
+        inputs = PolicyInputs(
+            critic=value,
+            dynamics=SimulatorDynamics(env),
+            reward=env.reward,
+            episodes=None,
+            buffer=replay.add(replay.init(4, step), step),
+            batch_size=3,
+            hp=Hyperparams(gamma=0.9),
+            extra=None,
+        )
+        loss, _ = Planner(planner_horizon=5).policy_loss(inputs, key=jax.random.key(4))
+        np.testing.assert_allclose(loss(MeanActions(policy))[0], -expected, rtol=1e-7)
 
 
 def test_fresh_actions_and_dynamics_targets_train_and_the_flags_name_their_values():

@@ -14,7 +14,8 @@ from svgx.algorithms.base import Algorithm, PolicyInputs, check_int
 class Planner(Algorithm):
     """Back-propagation along ``planner_horizon``-step trajectories simulated by the
     dynamics from replayed start states with freshly sampled noise, bootstrapped with
-    ``V`` (:func:`svgx.estimators.planner_loss`).
+    ``V`` (:func:`svgx.estimators.planner_loss`). With a time-aware critic (``V = 0``
+    at the horizon), rewards past the horizon are not counted.
 
     Attributes:
       planner_horizon: length of the planner's simulated trajectories (>= 1).
@@ -41,6 +42,7 @@ class Planner(Algorithm):
                 key=key_plan,
                 steps=self.planner_horizon,
                 gamma=inputs.hp.gamma,
+                horizon=getattr(inputs.critic, "horizon", None),
             )
 
         return loss, True
