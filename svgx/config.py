@@ -179,9 +179,18 @@ class Config:
 
     def make_env(self):
         """The task, after the checks that need it: the algorithm's options against the
-        task (e.g. ``k`` against the horizon) and ``squash`` against the action bounds."""
+        task (e.g. ``k`` against the horizon), an on-policy algorithm's ``random_steps``
+        against the horizon, and ``squash`` against the action bounds."""
         env = envs.make(self.env, **self.env_options)
         self.algorithm.check(env)
+        if self.on_policy and self.random_steps % env.horizon:
+            whole = -(-self.random_steps // env.horizon) * env.horizon
+            raise ValueError(
+                f"random_steps={self.random_steps}: algo={self.algo!r} learns from whole "
+                f"episodes, so it must be a multiple of the horizon ({env.horizon}) of env "
+                f"{env.name!r}, e.g. {whole}; otherwise an episode it learns from is "
+                "partly random"
+            )
         low, high = np.asarray(env.action_low), np.asarray(env.action_high)
         if self.squash and not (np.allclose(low, -high) and np.allclose(high, high[0])):
             raise ValueError(f"env {env.name!r}: squash=True needs symmetric, equal action bounds")

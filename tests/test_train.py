@@ -149,6 +149,14 @@ def test_checks_that_need_the_task_run_when_it_is_made_not_when_the_config_is_bu
         config.make_env()
     with pytest.raises(ValueError, match="k=50: must be <= the horizon"):
         make_train(config)
+    for algo in ("svg1", "svg_inf", "actor_critic"):
+        with pytest.raises(
+            ValueError,
+            match=rf"random_steps=15: algo='{algo}' .* horizon \(10\) of env 'lqg', e\.g\. 20",
+        ):
+            Config(algo=algo, random_steps=15, **LQG).make_env()
+    Config(algo="svg1", random_steps=20, **LQG).make_env()
+    Config(algo="svg1_er", random_steps=15, **LQG).make_env()
     assert Config(env="lqg", env_options=dict(colour=1)).env_options == {"colour": 1}
     with pytest.raises(ValueError, match="colour"):
         Config(env="lqg", env_options=dict(colour=1)).make_env()
