@@ -262,19 +262,22 @@ def test_the_planner_with_a_time_aware_critic_earns_nothing_past_the_horizon():
             env.observe, env.observation_size, key=jax.random.key(3), horizon=env.horizon
         )
         value = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_array(x) else x, value)
-        for t_0, k in ((3, 5), (8, 2)):
-            loss, aux = estimators.planner_loss(
+        planned = jax.jit(
+            lambda t_0: estimators.planner_loss(
                 MeanActions(policy),
                 SimulatorDynamics(env),
                 env.reward,
                 value,
                 s[None],
-                jnp.array([t_0]),
+                t_0[None],
                 key=jax.random.key(1),
                 steps=5,
                 gamma=0.9,
                 horizon=env.horizon,
             )
+        )
+        for t_0, k in ((3, 5), (8, 2)):
+            loss, aux = planned(jnp.asarray(t_0))
             data = rollout.episode(
                 env, policy, jax.random.key(2), steps=5, s_0=s, t_0=t_0, deterministic=True
             )
@@ -307,7 +310,7 @@ def test_the_planner_with_a_time_aware_critic_earns_nothing_past_the_horizon():
             extra=None,
         )
         loss, _ = Planner(planner_horizon=5).policy_loss(inputs, key=jax.random.key(4))
-        np.testing.assert_allclose(loss(MeanActions(policy))[0], -expected, rtol=1e-7)
+        np.testing.assert_allclose(jax.jit(loss)(MeanActions(policy))[0], -expected, rtol=1e-7)
 
 
 def test_fresh_actions_and_dynamics_targets_train_and_the_flags_name_their_values():
