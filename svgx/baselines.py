@@ -224,9 +224,14 @@ def check_args(args: BaselineArgs):
 
 def run_baseline(args, progress=None) -> list[dict[str, np.ndarray]]:
     """Runs ``args`` (:class:`BaselineArgs`) into ``args.out``; returns the metrics
-    history."""
-    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    history. Holds the directory while it runs (:func:`svgx.rundir.exclusive`)."""
     env = check_args(args)
+    with rundir.exclusive(args.out):
+        return _run_locked(args, env, progress)
+
+
+def _run_locked(args, env, progress) -> list[dict[str, np.ndarray]]:
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     out = pathlib.Path(args.out)
     if (out / rundir.CONFIG).exists() and not args.overwrite:
         raise rundir.RunDirError(

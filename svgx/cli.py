@@ -118,12 +118,16 @@ class ResumeArgs:
 
 @dataclasses.dataclass(frozen=True)
 class SweepArgs:
-    """Run a grid of configurations (TOML file; see README); re-running it resumes."""
+    """Run a grid of configurations (TOML file; see README); re-running it resumes.
+    Runs that another process is running are skipped: start it in several processes to
+    share the sweep out."""
 
     file: tyro.conf.Positional[str]
     """the sweep file."""
     out: str | None = None
     """sweep directory (default: the file's name without .toml, next to it)."""
+    only: tuple[str, ...] = ()
+    """run only the runs whose names match one of these patterns, e.g. 'g0[0-6]-*' (all)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,7 +403,7 @@ def resume_command(args: ResumeArgs) -> None:
 def sweep_command(args: SweepArgs) -> None:
     from svgx import sweep
 
-    sweep.run_sweep(args.file, args.out)
+    sweep.run_sweep(args.file, args.out, only=args.only)
 
 
 def plot_command(args: PlotArgs) -> None:

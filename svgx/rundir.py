@@ -12,6 +12,7 @@ run never leaves a half-written file)::
                           that a policy along the run can be studied (``svgx ablate``)
     DIR/curve.png         learning curve (mean and 95% confidence band over seeds)
     DIR/stopped.json      only when the run went non-finite: where and why (it cannot be resumed)
+    DIR/.lock             locked by the process that runs the directory (exclusive)
 
 The metrics file is written before the checkpoint: after a crash between the
 two, resuming drops the metrics of chunks the checkpoint does not hold and
@@ -20,10 +21,13 @@ recomputes them (runs are deterministic), so nothing is counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import os
 import pathlib
+import platform
 import re
 
 import equinox as eqx
@@ -39,12 +43,50 @@ FORMAT = 2  # bump when the layout or the TrainState changes incompatibly (2: sv
 CONFIG, METRICS, CHECKPOINT, CURVE = "config.json", "metrics.jsonl", "checkpoint.eqx", "curve.png"
 POLICIES = "policies"  # policy snapshots, one per chunk (save_policies)
 STOPPED = "stopped.json"  # written when the run went non-finite (svgx.divergence)
+LOCK = ".lock"  # locked while a process runs the directory (exclusive)
 # Metrics that are measured times: they differ between two runs of the same program.
 TIMINGS = ("wall_time", "compile_time")
 
 
 class RunDirError(ValueError):
     """A run directory that cannot be used (missing, corrupt, from another version)."""
+
+
+class RunDirInUse(RunDirError):
+    """A run directory that another process is running (it holds ``DIR/.lock``)."""
+
+
+@contextlib.contextmanager
+def exclusive(path: str | pathlib.Path):
+    """Holds the run directory ``path`` (made if missing) for one process while the block
+    runs: a second process that runs, resumes or overwrites it meanwhile gets
+    :class:`RunDirInUse` instead of writing over its checkpoints. An advisory lock
+    (``flock``) on ``DIR/.lock``, which the kernel releases when the process ends, however
+    it ends; on a system without ``fcntl`` it holds nothing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunDirInUse(
+                f"{str(path)!r}: in use by {holder}; wait for it to finish, or stop it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {platform.node()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -462,9 +462,19 @@ def run_in_dir(
 ) -> Run:
     """Runs ``spec`` into the run directory ``out`` (or, with ``spec=None``, resumes the
     run ``out`` holds from its last checkpoint). Writes metrics and a checkpoint after
-    every chunk, and the learning curve every ``CURVE_EVERY_S`` seconds and at the end."""
+    every chunk, and the learning curve every ``CURVE_EVERY_S`` seconds and at the end.
+
+    Holds the directory while it runs (:func:`svgx.rundir.exclusive`): another process
+    on the same directory raises :class:`~svgx.rundir.RunDirInUse`."""
     out = pathlib.Path(out)
+    if spec is None:
+        rundir.read_spec(out)  # not a run directory: say so before making anything
     writer = jax.process_index() == 0
+    with rundir.exclusive(out) if writer else contextlib.nullcontext():
+        return _run_in_dir(out, spec, overwrite, progress, devices, writer)
+
+
+def _run_in_dir(out, spec, overwrite, progress, devices, writer) -> Run:
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     start = None
     if spec is None:

@@ -60,6 +60,7 @@ again from the start.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import itertools
 import json
 import pathlib
@@ -270,12 +271,25 @@ def group_dirs(path) -> list[pathlib.Path]:
     return sorted(p for p in pathlib.Path(path).iterdir() if (p / rundir.CONFIG).is_file())
 
 
-def run_sweep(file: str | None, out: str | None = None, *, progress=None, devices=None) -> list:
+def run_sweep(
+    file: str | None,
+    out: str | None = None,
+    *,
+    only: tuple[str, ...] = (),
+    progress=None,
+    devices=None,
+) -> list:
     """Runs (or resumes) the sweep in ``file`` into ``out``; ``file=None`` resumes the sweep
     ``out``.
 
-    A group that goes non-finite stops (:mod:`svgx.divergence`) and the other groups
-    still run; so do the baselines after a baseline seed went non-finite
+    ``only``: shell-style patterns (``fnmatch``) of the group and baseline names to run,
+    e.g. ``g0[0-6]-*`` or ``*-cheetah-*``; the others are left for another command. A
+    pattern that matches no name is an error.
+
+    A group or baseline that another process is running (:func:`svgx.rundir.exclusive`)
+    is skipped, so the same command started in several processes shares the sweep out
+    between them. A group that goes non-finite stops (:mod:`svgx.divergence`) and the
+    other groups still run; so do the baselines after a baseline seed went non-finite
     (:mod:`svgx.baselines`). Then :class:`~svgx.divergence.NonFiniteError` is raised for
     the first such run. A run that stopped in an earlier invocation is not run again.
     """
@@ -291,6 +305,8 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
         text, where = path.read_text(), str(path)
         out = pathlib.Path(out) if out else path.with_suffix("")
     groups, baselines = parse_all(text, where)
+    if only:
+        groups, baselines = _select(groups, baselines, only, where)
     if file is not None and is_sweep_dir(out):
         if tomllib.loads((out / SWEEP_FILE).read_text()) != tomllib.loads(text):
             raise ValueError(
@@ -302,7 +318,8 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
         # directory keeps the text that ran last.
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / SWEEP_FILE, text)
-    results, stopped = [], []
+    progress = progress or _print
+    results, stopped, busy = [], [], []
     for group in groups:
         directory = out / group.name
         atomic_write_text(
@@ -322,8 +339,12 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
                     directory, group.spec, progress=progress, devices=devices
                 )
         except NonFiniteError as error:  # the other groups still run
-            (progress or _print)(f"{group.name}: {error}")
+            progress(f"{group.name}: {error}")
             stopped.append(error)
+            continue
+        except rundir.RunDirInUse as error:  # another process runs it
+            progress(f"{group.name}: skipped, {error}")
+            busy.append(group.name)
             continue
         finally:
             release_compiled_programs()  # one group's programs at a time
@@ -335,8 +356,16 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
             try:
                 _run_baseline(baseline, out / baseline.name, progress)
             except NonFiniteError as error:  # the other baselines still run
-                (progress or _print)(f"{baseline.name}: {error}")
+                progress(f"{baseline.name}: {error}")
                 stopped.append(error)
+            except rundir.RunDirInUse as error:
+                progress(f"{baseline.name}: skipped, {error}")
+                busy.append(baseline.name)
+    if busy:
+        progress(
+            f"{len(busy)} run(s) of the sweep were running in other processes and were "
+            f"skipped: {', '.join(busy)}"
+        )
     if stopped:
         raise (
             stopped[0]
@@ -349,6 +378,21 @@ def run_sweep(file: str | None, out: str | None = None, *, progress=None, device
             )
         )
     return results
+
+
+def _select(groups, baselines, patterns, where):
+    """The groups and baselines whose names match one of ``patterns`` (``fnmatch``)."""
+    names = [run.name for run in (*groups, *baselines)]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ValueError(
+                f"--only {pattern!r}: matches none of the runs of {where} ({', '.join(names)})"
+            )
+
+    def chosen(run):
+        return any(fnmatch.fnmatchcase(run.name, pattern) for pattern in patterns)
+
+    return [g for g in groups if chosen(g)], [b for b in baselines if chosen(b)]
 
 
 def _run_baseline(baseline: Baseline, directory: pathlib.Path, progress) -> None:

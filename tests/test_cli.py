@@ -87,7 +87,7 @@ def test_train_writes_a_run_directory_and_refuses_to_overwrite_it(tmp_path, caps
     assert "already holds a run" in capsys.readouterr().err
     assert snapshot(out) == before
     rundir.create(out, spec, overwrite=True)  # --overwrite: nothing of the old run is left
-    assert {p.name for p in out.iterdir()} == {"config.json", "policies"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "policies", rundir.LOCK}
     assert rundir.policy_snapshots(out) == {}
 
 

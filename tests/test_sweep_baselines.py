@@ -322,3 +322,97 @@ def test_a_baseline_releases_its_compiled_programs_after_each_seed(tmp_path):
         baselines.run_baseline(args, lambda line: None)
         counts.append(mappings())
     assert counts[2] - counts[0] < 500, counts  # about 4,000 more without the release
+
+
+SHARED = """
+group = []
+seeds = 1
+steps = 300
+chunks = 3
+env = "lqg"
+
+[[baseline]]
+algo = "sac"
+learning_rate = [3e-4, 1e-3]
+"""
+
+
+def test_a_run_another_process_holds_is_skipped_and_only_picks_runs(tmp_path, monkeypatch):
+    """Several processes share a sweep: a run whose directory another holds is skipped
+    (and run by a later command), and ``only`` picks runs by name; a pattern that matches
+    none is an error naming the runs. (``flock`` locks conflict between two opens in one
+    process too, so holding the directory here stands in for another process.)"""
+    from svgx import baselines
+
+    calls = []
+    monkeypatch.setattr(baselines, "trainer", fake_trainer(calls, nan_at=None))
+    file, out = tmp_path / "grid.toml", tmp_path / "grid"
+    file.write_text(SHARED)
+    lines = []
+    with rundir.exclusive(out / "b00-lqg-sac"):
+        sweep.run_sweep(str(file), str(out), progress=lines.append)
+    assert len(calls) == 4  # b01's four evaluations only
+    skipped = [line for line in lines if "b00-lqg-sac: skipped" in line]
+    assert len(skipped) == 1 and "in use by process" in skipped[0], lines
+    assert "were skipped: b00-lqg-sac" in lines[-1]
+    assert not (out / "b00-lqg-sac" / rundir.METRICS).exists()
+    sweep.run_sweep(str(file), str(out), progress=lines.append)
+    assert len(calls) == 8 and (out / "b00-lqg-sac" / rundir.METRICS).is_file()
+
+    calls.clear()
+    other = tmp_path / "other"
+    sweep.run_sweep(str(file), str(other), only=("b01-*",), progress=lines.append)
+    assert len(calls) == 4 and not (other / "b00-lqg-sac").exists()
+    with pytest.raises(ValueError, match=r"--only 'g\*': matches none .*b00-lqg-sac, b01-lqg-sac"):
+        sweep.run_sweep(str(file), str(other), only=("g*",))
+
+
+def test_a_run_directory_in_use_is_refused_before_anything_is_written(tmp_path, capsys):
+    """A second run, resume or overwrite of a directory that a process is running gets a
+    clear error, and the directory is as it was; once released it runs."""
+    from svgx import runner
+
+    (spec,) = [g.spec for g in sweep.parse(TINY)]
+    out = tmp_path / "run"
+    with rundir.exclusive(out):
+        with pytest.raises(rundir.RunDirInUse, match="in use by process"):
+            runner.run_in_dir(out, spec, overwrite=True)
+        assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK]
+        rundir.create(out, spec)
+        with pytest.raises(SystemExit):
+            cli.main(["resume", str(out)])
+        assert "in use by process" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK, rundir.CONFIG]
+    with pytest.raises(rundir.RunDirError, match="not a run directory"):
+        runner.run_in_dir(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_another_process_holds_a_run_directory_until_it_dies(tmp_path):
+    """The lock is another process's until that process ends, even by SIGKILL: a run
+    that crashed can be resumed at once."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom svgx import rundir\n"
+            f"with rundir.exclusive({str(out)!r}):\n"
+            "    print('held', flush=True)\n    time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(rundir.RunDirInUse, match=rf"in use by process {holder.pid} on "):
+            with rundir.exclusive(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with rundir.exclusive(out):
+        pass
