@@ -286,6 +286,10 @@ def run(
         dtype = jnp.float64 if config.float64 else jnp.float32
         hparams = hparams.as_arrays(dtype)
         mesh = seed_mesh(seeds, devices)
+        if start is not None and len(start[1]) >= config.chunks:  # complete: compile nothing
+            result = Run(config, hparams, _put(start[0], mesh), list(start[1]))
+            _summary(result, progress)
+            return result
         init, iterate, diagnostics, evaluate = programs(config, hparams, seeds, mesh)
         hp = _put(hparams, mesh)
         eval_keys = _put(evaluation_keys(seed, seeds), mesh)  # the same episodes every time

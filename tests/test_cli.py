@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 
+import equinox as eqx
+import jax
 import numpy as np
 import pytest
 import tyro
@@ -17,6 +19,7 @@ from small import TINY_LQG, TINY_LQG_FLAGS
 
 from svgx import cli, rundir, runner, sweep
 from svgx.config import Config, Hyperparams, config_for_steps, iterations_for_steps
+from svgx.train import parameters
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A small lqg run: 3 chunks of 2 iterations, 2 seeds.
@@ -508,11 +511,25 @@ def test_a_damaged_run_directory_gives_one_line_and_is_left_alone(damage, tmp_pa
     assert snapshot(out) == before
 
 
-def test_a_finished_run_without_its_checkpoint_is_complete_not_damaged(tmp_path):
+def test_a_finished_run_without_its_checkpoint_is_complete_not_damaged(tmp_path, monkeypatch):
     """The run files committed beside a results file keep metrics but no checkpoint:
-    resuming such a copy (alone, or as a sweep's group) runs nothing and changes nothing."""
+    resuming such a copy (alone, or as a sweep's group) runs nothing and changes nothing.
+    With its checkpoint, resuming it compiles nothing (a sweep resumed on a fresh
+    compilation cache would compile every finished group) and returns its state."""
     out = tmp_path / "run"
     whole = runner.run_in_dir(out, tiny_spec(), progress=lambda line: None)
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "programs", None)  # calling it would fail
+        lines = []
+        again = runner.run_in_dir(out, progress=lines.append)
+    assert lines[0] == f"{out}: the run is complete (3 chunks); nothing to resume"
+    assert not any("compiled" in line for line in lines), lines
+    assert len(again.metrics) == 3 and not again.interrupted
+    arrays = [
+        jax.tree.leaves(eqx.filter(parameters(r.state), eqx.is_array)) for r in (again, whole)
+    ]
+    for a, b in zip(*arrays, strict=True):
+        np.testing.assert_array_equal(a, b)
     (out / "checkpoint.eqx").unlink()
     shutil.rmtree(out / "policies")
     before, lines = snapshot(out), []
