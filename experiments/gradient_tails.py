@@ -91,6 +91,9 @@ def per_transition_gradients(
     return np.asarray(jax.jit(lambda k: jax.lax.map(one, k, batch_size=64))(keys))
 
 
+MULTIPLES = (1.0, 3.0, 10.0)  # per-transition clipping bounds, in multiples of the median norm
+
+
 def clip_rows(g: np.ndarray, bound: float) -> np.ndarray:
     """Each row scaled down to norm ``bound`` if it is longer."""
     norms = np.linalg.norm(g, axis=1, keepdims=True)
@@ -109,7 +112,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def batch_agreement(
-    g: np.ndarray, batch: int, batches: int, multiples=(1.0, 3.0, 10.0), seed: int = 0
+    g: np.ndarray, batch: int, batches: int, multiples=MULTIPLES, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Cosines, one per batch, between batch means and all-sample means: ``plain``; and
     per multiple ``k`` of the median norm, ``clip k`` (clipped batch against the plain
@@ -139,6 +142,11 @@ def report(g: np.ndarray, batch: int, batches: int) -> list[str]:
             f"cosine of a batch of {batch} with the mean of all, {name}: median "
             f"{np.median(cos):.3f}, 10th percentile {np.percentile(cos, 10):.3f}"
         )
+    median = np.median(norms)
+    bias = [f"{k:g}: {cosine(clip_rows(g, k * median).mean(0), g.mean(0)):.3f}" for k in MULTIPLES]
+    lines.append(
+        "cosine of the clipped mean of all with the plain mean of all, clip " + ", ".join(bias)
+    )
     return lines
 
 
