@@ -60,9 +60,9 @@ def per_transition_gradients(
         raise ValueError(f"algo={config.algo!r} uses no dynamics: no Jacobian source to compare")
     if algorithm.data != "replay":
         raise ValueError(f"algo={config.algo!r} learns from episodes, not from a replay database")
-    state = rundir.load_checkpoint(directory, runner.state_shape(spec))[0]
     if not 0 <= member < spec.seeds:
         raise ValueError(f"member={member}: the run has members 0..{spec.seeds - 1}")
+    state = rundir.load_checkpoint(directory, runner.state_shape(spec))[0]
     state = jax.tree.map(lambda x: x[member] if eqx.is_array(x) else x, state)
     hp = jax.tree.map(
         lambda x: x[member] if jnp.ndim(x) else x, spec.hparams.as_arrays(jnp.float32)
