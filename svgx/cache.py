@@ -2,8 +2,10 @@
 it, the export cache of :mod:`svgx.export_cache`, so it does not retrace)."""
 
 import gc
+import hashlib
 import os
 import pathlib
+import platform
 
 import jax
 
@@ -17,14 +19,43 @@ def default_directory() -> pathlib.Path:
     ).expanduser()
 
 
+def cpu_fingerprint(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """A name for this host's instruction set: the architecture and a hash of the CPU's
+    feature flags (``flags`` on x86, ``Features`` on ARM, from ``cpuinfo``; where that
+    file is missing, as on macOS, the processor's name stands in for them).
+
+    JAX's cache key holds the platform ("cpu"), its version and the compile options, not
+    the CPU's features, while XLA compiles CPU code for the host's features. So a cache
+    shared by hosts with different CPUs (a home directory shared across a cluster) can
+    hand one host code built for another's instructions, which XLA can only warn about
+    on loading ("could lead to SIGILL").
+    """
+    features = ""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    features = " ".join(sorted(value.split()))
+                    break
+    except OSError:
+        pass
+    described = features or platform.processor() or "unknown"
+    digest = hashlib.sha256(f"{platform.machine()} {described}".encode()).hexdigest()
+    return f"{platform.machine() or 'cpu'}-{digest[:12]}"
+
+
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
     """Turns on JAX's persistent compilation cache and returns its directory.
 
-    The directory is ``path``, else ``$SVGX_CACHE_DIR``, else ``~/.cache/svgx/jax``.
-    Every compiled program is cached, however quick its compilation. The export cache
-    (:mod:`svgx.export_cache`: traced programs) lives in its ``exported/`` subdirectory.
+    That is a subdirectory of ``path``, else of ``$SVGX_CACHE_DIR``, else of
+    ``~/.cache/svgx/jax``, named by :func:`cpu_fingerprint`, so hosts with different
+    instruction sets never share compiled code. Every compiled program is cached,
+    however quick its compilation. The export cache (:mod:`svgx.export_cache`: traced
+    programs) lives in its ``exported/`` subdirectory.
     """
-    directory = pathlib.Path(path).expanduser() if path else default_directory()
+    base = pathlib.Path(path).expanduser() if path else default_directory()
+    directory = base / cpu_fingerprint()
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

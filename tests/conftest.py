@@ -20,7 +20,7 @@ svgx.enable_compilation_cache()
 def pytest_report_header(config):
     import jax
 
-    cache = os.environ.get("SVGX_CACHE_DIR", "~/.cache/svgx/jax")
+    cache = jax.config.jax_compilation_cache_dir
     return f"jax {jax.__version__}, devices {jax.devices()}, cache {cache}"
 
 
