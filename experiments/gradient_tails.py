@@ -82,8 +82,11 @@ def per_transition_gradients(
         extra=state.extra,
     )
 
+    # The estimator's own per-transition gradient, before a run's per-stretch clipping.
+    estimator_loss = getattr(algorithm, "estimator_loss", algorithm.policy_loss)
+
     def one(key):
-        loss, _ = algorithm.policy_loss(inputs, key=key)
+        loss, _ = estimator_loss(inputs, key=key)
         grads = eqx.filter_grad(lambda policy: loss(policy)[0])(state.policy)
         return -jax.flatten_util.ravel_pytree(eqx.filter(grads, eqx.is_array))[0]
 

@@ -1,11 +1,12 @@
 """Seconds per training iteration of svg1_er (4 environment steps, one update of batch
 64), 5 vmapped seeds, with ``other_tasks.toml``'s settings, by Jacobian source and V's
-targets: what the simulator column costs against the learned one on a task.
+targets: what the simulator column costs against the learned one on a task, and with
+``--transition-clip X`` what per-stretch clipping adds to the simulator's.
 
 Each variant's chunk is compiled ahead of time, run once to warm up, then timed twice
 (the best is kept); prints one line per variant.
 
-    python -m experiments.time_iteration cheetah
+    python -m experiments.time_iteration cheetah [--transition-clip 10]
 """
 
 from __future__ import annotations
@@ -19,20 +20,31 @@ from svgx.config import Config, Hyperparams
 from svgx.runner import compiled
 
 VARIANTS = [("simulator", "dynamics"), ("simulator", "replayed"), ("learned", "dynamics")]
+# (Jacobian source, V's targets, transition_clip)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("env", nargs="?", default="cheetah", help="the task")
     parser.add_argument("--iterations", type=int, default=20, help="iterations per chunk")
+    parser.add_argument(
+        "--transition-clip",
+        type=float,
+        default=0.0,
+        help="also time the simulator's with this per-stretch clip (0: not)",
+    )
     args = parser.parse_args()
-    for jacobians, targets in VARIANTS:
+    variants = [(jacobians, targets, 0.0) for jacobians, targets in VARIANTS]
+    if args.transition_clip > 0:
+        variants.insert(1, ("simulator", "dynamics", args.transition_clip))
+    for jacobians, targets, clip in variants:
+        options = {"actions": "fresh", "targets": targets}
         config = Config(
             env=args.env,
             algo="svg1_er",
             jacobians=jacobians,
             critic_n_step=5,
-            algo_options={"actions": "fresh", "targets": targets},
+            algo_options={**options, "transition_clip": clip} if clip else options,
             iterations=args.iterations * 3,
             chunks=3,
         )
@@ -52,7 +64,8 @@ def main() -> None:
             best = min(best, time.perf_counter() - start)
         per_iteration = best / args.iterations
         print(
-            f"{args.env} {jacobians:9s} targets={targets:8s} compile {compile_s:6.0f} s  "
+            f"{args.env} {jacobians:9s} targets={targets:8s} clip={clip:<4g} "
+            f"compile {compile_s:6.0f} s  "
             f"{per_iteration * 1000:8.1f} ms/iteration  -> "
             f"{per_iteration * 5000 / 60:6.1f} min per 20k-step chunk",
             flush=True,

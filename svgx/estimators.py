@@ -40,6 +40,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from svgx.critics import truncated_importance_weights
@@ -158,6 +159,7 @@ def svg_loss(
     truncation: float | Float[Array, ""] | None = None,
     weights: Float[Array, " batch"] | None = None,
     eta: Float[Array, "batch k n_a"] | None = None,
+    clip: float | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
     """SVG(k) for a batch of stretches (leaves ``[batch, k, …]``): ``−mean(w L_k)``.
 
@@ -167,15 +169,23 @@ def svg_loss(
     fresh policy noises, replaces the inferred ones (:func:`value_expansion_terms`):
     the actions are then the current policy's and need no importance weight.
 
+    ``clip`` clips each stretch's own gradient ``∇θ (−w_i L_i)`` to at most ``clip``
+    times the batch's median norm before the mean is taken, so that one transition
+    through a stiff contact cannot outweigh the batch. The per-stretch norms take one
+    more forward and reverse pass, vmapped over the stretches; the loss is then
+    ``−mean(c_i w_i L_i)`` with ``c_i = min(1, clip · median(n) / n_i)`` held out of the
+    gradient (its value is not the plain loss's).
+
     ``aux`` holds ``importance_weight`` (``w``), ``surrogate`` (``L_k``) and its two
-    terms (:func:`value_expansion_terms`), ``reward_sum`` and ``bootstrap``, per stretch.
+    terms (:func:`value_expansion_terms`), ``reward_sum`` and ``bootstrap``, per stretch,
+    and with ``clip`` the factors ``clip_scale`` (``c``).
     """
     w = _weights(policy, batch, truncation, weights)
-    reward_sum, bootstrap = jax.vmap(
-        lambda stretch, eta: value_expansion_terms(
-            policy, dynamics, reward, value, stretch, gamma, eta
-        )
-    )(batch, eta)
+
+    def terms(policy, stretch, eta):
+        return value_expansion_terms(policy, dynamics, reward, value, stretch, gamma, eta)
+
+    reward_sum, bootstrap = jax.vmap(lambda stretch, eta: terms(policy, stretch, eta))(batch, eta)
     surrogate = reward_sum if value is None else reward_sum + bootstrap
     aux = {
         "importance_weight": w,
@@ -183,7 +193,18 @@ def svg_loss(
         "reward_sum": reward_sum,
         "bootstrap": bootstrap,
     }
-    return -jnp.mean(w * surrogate), aux
+    if clip is None:
+        return -jnp.mean(w * surrogate), aux
+
+    def norm(stretch, eta):  # ‖∇θ L_i‖ of one stretch alone
+        grads = eqx.filter_grad(lambda policy: sum(terms(policy, stretch, eta)))(policy)
+        return optax.tree.norm(eqx.filter(grads, eqx.is_inexact_array))
+
+    norms = w * jax.vmap(norm)(batch, eta)  # w_i >= 0 is held out of the gradient
+    limit = clip * jnp.median(norms)
+    scale = jnp.where(norms > limit, limit / jnp.where(norms > 0, norms, 1), 1)
+    scale = jax.lax.stop_gradient(scale)
+    return -jnp.mean(scale * w * surrogate), {**aux, "clip_scale": scale}
 
 
 def svg_gradient_terms(

@@ -331,7 +331,8 @@ BAD = {
     ),
     "an option of another algorithm": (
         ["train", "--out", "{out}", "--algo", "svg1_er", "--k", "3"],
-        "--k: an option of svgk_er, not of algo='svg1_er' (its options: actions, targets)",
+        "--k: an option of svgk_er, not of algo='svg1_er' "
+        "(its options: transition_clip, actions, targets)",
     ),
     "negative exploration noise": (
         ["train", "--out", "{out}", "--algo", "dpg", "--exploration-std", "-1"],

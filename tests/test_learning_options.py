@@ -318,7 +318,8 @@ def test_fresh_actions_and_dynamics_targets_train_and_the_flags_name_their_value
     identity with fresh actions is tests/test_estimators.py's). Its policy step reports
     no importance weights, as it uses none (tests/test_train.py checks that the paper's
     setting reports them)."""
-    cases = (("svgk_er", {"k": 2, "actions": "fresh", "targets": "dynamics"}, "learned"),)
+    options = {"k": 2, "actions": "fresh", "targets": "dynamics", "transition_clip": 2.0}
+    cases = (("svgk_er", options, "learned"),)
     for algo, options, jacobians in cases:
         config = Config(
             algo=algo, algo_options=options, critic_n_step=3, jacobians=jacobians, **LQG
@@ -329,6 +330,8 @@ def test_fresh_actions_and_dynamics_targets_train_and_the_flags_name_their_value
         assert np.isfinite(last["critic_explained_variance"]).all()
         assert last["nonfinite_updates"].sum() == 0
         assert "importance_weight_mean" not in last
+        assert (0 <= last["transition_clip_fraction"]).all()
+        assert (last["transition_clip_fraction"] < 0.5).all()  # at twice the median
     with pytest.raises(ValueError, match="actions='new': must be one of replayed, fresh"):
         Config(algo="svg1_er", algo_options={"actions": "new"})
     with pytest.raises(ValueError, match="targets='model': must be one of replayed, dynamics"):
@@ -389,3 +392,102 @@ def test_every_tuned_entry_resolves_to_a_valid_training_run(env, algo):
         else:
             field = spec.config if hasattr(spec.config, name) else spec.hparams
             assert np.isclose(float(getattr(field, name)), value), name
+
+
+# --- per-stretch clipping of the policy gradient ------------------------------------------
+
+
+def test_transition_clip_averages_each_stretchs_gradient_clipped_at_a_multiple_of_the_median():
+    """svg1_er's gradient with ``transition_clip=ρ`` is the mean over the batch of each
+    transition's own gradient ``∇θ (−w_i L_i)`` (each taken alone here, by its own
+    reverse pass), scaled down to ``ρ · median`` norm where longer; with a bound no
+    stretch reaches, it is the plain gradient. Importance weights (the paper's replayed
+    actions) stay in each transition's term; fresh actions (no weights, the noises
+    given) take the same path through ``svg_loss``."""
+    actions = "replayed"
+    from svgx.algorithms import SVG1Replay
+
+    with jax.enable_x64(True):
+        env = envs.make("lqg", noise_scale=0.0)
+        policy = linear_policy(
+            env.state_size, env.action_size, K=jnp.array([[-0.3, -0.5]]), learn_std=True
+        )
+        policy = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_array(x) else x, policy)
+        value = critics.value_function(env.observe, env.observation_size, key=jax.random.key(3))
+        value = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_array(x) else x, value)
+        n_rows, n_envs, batch = 8, 2, 16
+        keys = jax.random.split(jax.random.key(5), 4)
+        shape = (n_rows, n_envs)
+        s = 2.0 * jax.random.normal(keys[0], (*shape, env.state_size), jnp.float64)
+        rows = Transition(
+            s=s,
+            a=jax.random.normal(keys[1], (*shape, env.action_size), jnp.float64),
+            r=jnp.zeros(shape),
+            s_next=s,
+            t=jnp.zeros(shape, jnp.int32),
+            done=jnp.zeros(shape, bool),
+            log_prob=-1.0 + 0.5 * jax.random.normal(keys[2], shape, jnp.float64),
+            noise=jnp.zeros((*shape, env.noise_size)),
+        )
+        buffer = replay.add_rows(replay.init(n_rows, jax.tree.map(lambda x: x[0], rows)), rows)
+        inputs = PolicyInputs(
+            critic=value,
+            dynamics=SimulatorDynamics(env),
+            reward=env.reward,
+            episodes=None,
+            buffer=buffer,
+            batch_size=batch,
+            hp=Hyperparams(gamma=0.9),
+            extra=None,
+        )
+        key = jax.random.key(7)
+
+        def gradient(algorithm):
+            loss, ready = algorithm.policy_loss(inputs, key=key)
+            assert bool(ready)
+            (_, aux), grads = eqx.filter_value_and_grad(loss, has_aux=True)(policy)
+            return jax.flatten_util.ravel_pytree(eqx.filter(grads, eqx.is_array))[0], aux
+
+        plain_loss, _ = SVG1Replay(actions=actions).policy_loss(inputs, key=key)
+
+        def term(p, i):  # transition i's own term of the plain loss
+            _, aux = plain_loss(p)
+            return -aux["importance_weight"][i] * aux["surrogate"][i]
+
+        term_gradient = jax.jit(
+            lambda i: jax.flatten_util.ravel_pytree(
+                eqx.filter(eqx.filter_grad(term)(policy, i), eqx.is_array)
+            )[0]
+        )
+        per_transition = [term_gradient(i) for i in range(batch)]  # each alone
+        per_transition = np.stack(per_transition)
+        norms = np.linalg.norm(per_transition, axis=1)
+        plain, _ = gradient(SVG1Replay(actions=actions))
+        np.testing.assert_allclose(plain, per_transition.mean(0), rtol=1e-10, atol=1e-12)
+        _, aux = plain_loss(policy)
+        assert np.ptp(aux["importance_weight"]) > 0.1  # the weights are not all one
+
+        for multiple in (0.5, 1.0, 2.0):
+            bound = multiple * np.median(norms)
+            scale = np.minimum(1.0, bound / norms)
+            assert 0 < (scale < 1).sum() < batch  # some stretches clipped, some not
+            clipped, aux = gradient(SVG1Replay(actions=actions, transition_clip=multiple))
+            expected = (per_transition * scale[:, None]).mean(0)
+            np.testing.assert_allclose(clipped, expected, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(aux["clip_scale"], scale, rtol=1e-9)
+            metrics = SVG1Replay(actions=actions, transition_clip=multiple).policy_metrics(aux)
+            assert metrics["transition_clip_fraction"] == pytest.approx((scale < 1).mean())
+        unreached = 1.01 * norms.max() / np.median(norms)
+        unclipped, _ = gradient(SVG1Replay(actions=actions, transition_clip=unreached))
+        np.testing.assert_allclose(unclipped, plain, rtol=1e-12)
+
+
+def test_transition_clip_is_a_flag_of_the_value_expansions_and_refuses_negatives():
+    spec = resolve("--env", "lqg", "--algo", "svg1_er", "--transition-clip", "3")
+    assert spec.config.algo_options == {"transition_clip": 3.0}
+    for algo in ("svg_inf", "svg1", "svgk_er"):
+        assert (
+            "transition_clip" in resolve("--env", "lqg", "--algo", algo).config.algorithm.__dict__
+        )
+    with pytest.raises(ValueError, match=r"transition_clip=-1.0: must be a finite number >= 0"):
+        Config(algo="svgk_er", algo_options={"transition_clip": -1.0})

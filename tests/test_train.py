@@ -128,7 +128,8 @@ def test_incompatible_options_fail_when_the_config_is_built():
     with pytest.raises(ValueError, match="batch_size=0: must be an integer >= 1"):
         Config(batch_size=0)
     with pytest.raises(
-        ValueError, match="algo_options: svg1_er has no option k; its options: actions, targets"
+        ValueError,
+        match="svg1_er has no option k; its options: transition_clip, actions, targets",
     ):
         Config(algo="svg1_er", algo_options=dict(k=3))
     with pytest.raises(ValueError, match="k=0: must be an integer >= 1"):

@@ -37,24 +37,45 @@ import jax.numpy as jnp
 import optax
 
 from svgx import estimators, replay, rollout
-from svgx.algorithms.base import Algorithm, PolicyInputs, check_int, importance_weight_metrics
+from svgx.algorithms.base import (
+    Algorithm,
+    PolicyInputs,
+    check_float,
+    check_int,
+    importance_weight_metrics,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class ValueExpansion(Algorithm):
     """SVG(k): ``svg_loss`` on stretches of ``depth`` steps, bootstrapped with ``V``
     (``depth=None``: whole episodes, no bootstrap). Replayed stretches are weighted by
-    truncated importance weights (paper eq. 13)."""
+    truncated importance weights (paper eq. 13).
+
+    Attributes:
+      transition_clip: clip each stretch's policy gradient at this multiple of the
+        batch's median norm before averaging (estimators.svg_loss's clip; 0: off, the
+        paper's). For the heavy tails of exact Jacobians through contact.
+    """
 
     uses_dynamics = True
     depth: ClassVar[int | None]
     """Stretch length (None: the whole episode); a subclass may make it an option."""
+    transition_clip: float = 0.0
+
+    def __post_init__(self):
+        check_float("transition_clip", self.transition_clip, 0.0)
 
     @property
     def sequence_length(self) -> int:
         return self.depth if self.data == "replay" else 1
 
     def policy_loss(self, inputs: PolicyInputs, *, key):
+        return self.estimator_loss(inputs, key=key, clip=self.transition_clip or None)
+
+    def estimator_loss(self, inputs: PolicyInputs, *, key, clip: float | None = None):
+        """``(loss, ready)`` of :meth:`policy_loss`, with per-stretch clipping at ``clip``
+        times the median (None: none)."""
         hp = inputs.hp
         if self.data == "episodes":
             batch = (
@@ -82,6 +103,7 @@ class ValueExpansion(Algorithm):
                 gamma=hp.gamma,
                 truncation=truncation,
                 eta=eta,
+                clip=clip,
             )
 
         return loss, ready
@@ -93,16 +115,19 @@ class ValueExpansion(Algorithm):
 
     def policy_metrics(self, aux):
         weighted = self.data == "replay" and not self.fresh_actions
-        return importance_weight_metrics(aux) if weighted else {}
+        metrics = importance_weight_metrics(aux) if weighted else {}
+        if "clip_scale" in aux:  # the fraction of the batch's stretches clipped
+            metrics["transition_clip_fraction"] = jnp.mean(aux["clip_scale"] < 1)
+        return metrics
 
     def learning_metrics(self, policy, inputs, *, key):
         """The norms of the two parts of the SVG gradient on one batch
         (:func:`estimators.svg_gradient_terms`; importance-weighted, without the entropy
-        bonus, before clipping): ``policy_grad_norm_reward``, through the rewards of the
-        stretch, and ``policy_grad_norm_value``, through its bootstrap ``γ^k V`` (a flat
+        bonus, before any clipping): ``policy_grad_norm_reward``, through the rewards of
+        the stretch, and ``policy_grad_norm_value``, through its bootstrap ``γ^k V`` (a flat
         ``V`` shows as a value part near 0). SVG(∞) has no ``V`` and reports only the
         reward part, which is its whole gradient. NaN while the policy step is not ready."""
-        loss, ready = self.policy_loss(inputs, key=key)
+        loss, ready = self.estimator_loss(inputs, key=key)
         through_reward, through_value = estimators.svg_gradient_terms(loss, policy)
         norm = lambda grads: jnp.where(ready, optax.tree.norm(grads), jnp.nan)  # noqa: E731
         metrics = {"policy_grad_norm_reward": norm(through_reward)}
@@ -146,6 +171,7 @@ class _Replayed(ValueExpansion):
     targets: str = "replayed"
 
     def __post_init__(self):
+        super().__post_init__()
         for name, allowed in (("actions", ACTIONS), ("targets", TARGETS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(
