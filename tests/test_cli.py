@@ -230,7 +230,8 @@ def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
     metrics equal those of the same run on one device."""
     script = (
         "import sys; sys.path.insert(0, 'tests');"  # as pytest puts it, for `from small import`
-        "import jax, numpy as np; from svgx import rundir, runner; from test_cli import tiny_spec;"
+        "import jax, numpy as np, svgx; from svgx import rundir, runner;"
+        "from test_cli import tiny_spec; svgx.enable_compilation_cache();"
         "spec = tiny_spec(); quiet = lambda line: None;"
         "c, h = spec.config, spec.hparams;"
         "a = runner.run(c, h, seeds=4, progress=quiet);"
@@ -641,7 +642,7 @@ def test_the_command_line_leaves_python_stacks_on_a_native_crash(capfd):
     was = faulthandler.is_enabled()
     faulthandler.disable()
     try:
-        cli.main(["envs"])
+        cli.main(["envs", "--no-playground"])  # Playground's tasks take 30 s to build
         assert faulthandler.is_enabled()
     finally:
         faulthandler.disable()

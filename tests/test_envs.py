@@ -251,9 +251,10 @@ def test_large_batch_does_not_deadlock():
     hung forever at 0% CPU on 2 cores. The pinned jaxlib runs it. In a fresh process
     with a timeout, so a regression fails instead of hanging the suite."""
     code = (
-        "import envs, jax, jax.numpy as jnp\n"
+        "import envs, jax, jax.numpy as jnp, svgx\n"
+        "svgx.enable_compilation_cache()\n"  # the suite's cache: compiled once
         "env = envs.make('gripper')\n"
-        "s = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 2048))\n"
+        "s = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(0), 2048))\n"
         "a, xi = jnp.zeros((2048, env.action_size)), jnp.zeros((2048, env.noise_size))\n"
         "out = jax.jit(jax.vmap(env.transition))(s, a, xi)\n"
         "print(bool(jnp.isfinite(out).all()))\n"

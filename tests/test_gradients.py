@@ -3,8 +3,8 @@
 * The gradient of a short rollout's return with respect to the actions, by reverse
   mode through ``transition``, agrees with central finite differences in float64.
 * The cause of NaN gradients through MJX's solver (``envs/mjx_patch.py``) is pinned
-  by a line search constructed to overflow on every CPU, and a rollout that used to
-  turn NaN stays finite.
+  by a line search constructed to overflow on every CPU, and (with ``-m slow``) a
+  rollout that used to turn NaN stays finite.
 """
 
 import jax
@@ -90,11 +90,12 @@ def converged_context(mx, search_size):
     d = mjx.make_data(mx).replace(
         qpos=jnp.array([0.3, 3.0]), qvel=jnp.array([0.1, -0.2]), ctrl=jnp.array([0.05])
     )
-    d = mjx.forward(mx, d)
+    d = jax.jit(mjx.forward)(mx, d)  # eager, op by op, it is many small compiles
     assert (d._impl.efc_force == 0).all()  # the limit is untouched
     d = d.replace(qacc=d.qacc_smooth)
     search = search_size * jnp.array([1.0, -1.0]) / jnp.sqrt(2.0)
-    ctx = solver.Context.create(mx, d).replace(search=search, grad=-support.mul_m(mx, d, search))
+    ctx = jax.jit(solver.Context.create)(mx, d)
+    ctx = ctx.replace(search=search, grad=-support.mul_m(mx, d, search))
     return d, ctx
 
 
@@ -105,8 +106,11 @@ def line_search_vjp(mx, d, ctx):
     def qacc_after(search, qacc):
         return solver._linesearch(mx, d, ctx.replace(search=search, qacc=qacc)).qacc
 
-    out, pullback = jax.vjp(qacc_after, ctx.search, ctx.qacc)
-    return out, pullback(jnp.ones_like(out))
+    def value_and_vjp(search, qacc):
+        out, pullback = jax.vjp(qacc_after, search, qacc)
+        return out, pullback(jnp.ones_like(out))
+
+    return jax.jit(value_and_vjp)(ctx.search, ctx.qacc)
 
 
 def test_untouched_limit_nan_cause_is_the_unconverged_line_search(limited_cartpole):
@@ -158,6 +162,7 @@ def test_patch_leaves_an_active_constraint_solve_unchanged(limited_cartpole):
         np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow  # 55 s of the cold suite; the two tests above pin the cause and the fix
 def test_untouched_limit_leaves_state_feedback_gradients_unchanged(limited_cartpole):
     """200 steps of state feedback with a rail limit the cart never reaches: the policy
     gradient is finite and equals the one of the same cartpole without the limit row

@@ -16,7 +16,7 @@ import pytest
 from svgx import algorithms
 from svgx.config import Config, Hyperparams
 from svgx.divergence import NonFiniteLimits
-from svgx.runner import compiled, evaluation_keys, run
+from svgx.runner import compiled, compiler_options, evaluation_keys, run
 from svgx.train import make_train, parameters
 
 SMALL = dict(
@@ -171,7 +171,9 @@ def test_vmapped_seeds_equal_sequential_seeds_and_runs_repeat_exactly():
     train = make_train(config)
     hp = Hyperparams().as_arrays()
     keys = jax.random.split(jax.random.key(3), 2)
-    vmapped, single = jax.jit(jax.vmap(train.train, in_axes=(0, None))), jax.jit(train.train)
+    fast = compiler_options()  # as the runner's programs: SVGX_FAST_COMPILE in tests
+    vmapped = jax.jit(jax.vmap(train.train, in_axes=(0, None)), compiler_options=fast)
+    single = jax.jit(train.train, compiler_options=fast)
     _, together = vmapped(keys, hp)
     one_at_a_time = [single(key, hp)[1] for key in keys]
     for name, values in together.items():
@@ -321,7 +323,12 @@ LEARNING_CASES = {
 }
 
 
-@pytest.mark.parametrize("algo", LEARNING_CASES)
+# svg0_er's (33 s of the cold suite) runs with -m slow; its estimator's identity with
+# the deterministic policy gradient is tests/test_estimators.py's.
+@pytest.mark.parametrize(
+    "algo",
+    [a if a != "svg0_er" else pytest.param(a, marks=pytest.mark.slow) for a in LEARNING_CASES],
+)
 def test_learns_within_five_percent_of_the_optimal_lqg_return(algo, monkeypatch):
     options, hp = LEARNING_CASES[algo]
     if options["iterations"] >= 1000:
