@@ -19,10 +19,23 @@ def default_directory() -> pathlib.Path:
     ).expanduser()
 
 
+# The x86 flags of /proc/cpuinfo that name instruction-set extensions (as prefixes), and
+# so can change the code XLA generates; the others there (constant_tsc, hypervisor,
+# md_clear, ...) describe the kernel, the hypervisor and mitigations, which differ
+# between otherwise identical hosts and would split their cache for nothing.
+X86_INSTRUCTION_FLAGS = tuple(
+    """3dnow abm adx aes amx avx bmi cldemote clflushopt clwb cmov cx16 cx8 f16c fma fsgsbase
+    fxsr gfni hle invpcid lahf_lm lzcnt mmx movbe movdir pclmulqdq pni popcnt prefetchw rdpid
+    rdrand rdseed rtm serialize sha_ni sse ssse3 tbm tsxldtrk vaes vpclmulqdq waitpkg xop
+    xsave""".split()
+)
+
+
 def cpu_fingerprint(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     """A name for this host's instruction set: the architecture and a hash of the CPU's
-    feature flags (``flags`` on x86, ``Features`` on ARM, from ``cpuinfo``; where that
-    file is missing, as on macOS, the processor's name stands in for them).
+    instruction-set extensions (on x86 those of ``cpuinfo``'s ``flags`` that
+    :data:`X86_INSTRUCTION_FLAGS` names, on ARM all its ``Features``; where that file is
+    missing, as on macOS, the processor's name stands in for them).
 
     JAX's cache key holds the platform ("cpu"), its version and the compile options, not
     the CPU's features, while XLA compiles CPU code for the host's features. So a cache
@@ -35,7 +48,11 @@ def cpu_fingerprint(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
         with open(cpuinfo) as f:
             for line in f:
                 name, _, value = line.partition(":")
-                if name.strip() in ("flags", "Features"):
+                if name.strip() == "flags":
+                    isa = (f for f in value.split() if f.startswith(X86_INSTRUCTION_FLAGS))
+                    features = " ".join(sorted(isa))
+                    break
+                if name.strip() == "Features":
                     features = " ".join(sorted(value.split()))
                     break
     except OSError:
