@@ -25,7 +25,8 @@ unchecked there, see :func:`enabled`). ``SVGX_EXPORT_CACHE=0`` turns the cache o
 (do so when patching code at run time:
 it is not in a file, so not in the key; the test suite does); its directory is
 ``$SVGX_EXPORT_CACHE_DIR``, else ``exported/`` inside the compilation cache's
-directory (``~/.cache/svgx/jax/exported`` by default); deleting it clears the cache.
+directory (``~/.cache/svgx/jax/CPU/exported`` by default, ``CPU`` the name
+:func:`svgx.cache.cpu_fingerprint` gives); deleting it clears the cache.
 ``SVGX_EXPORT_CACHE_SALT`` is added to every key (a code change without one).
 """
 
@@ -90,10 +91,11 @@ def directory() -> pathlib.Path:
     """``$SVGX_EXPORT_CACHE_DIR``, else ``exported/`` in the compilation cache's directory."""
     if os.environ.get(DIR_VAR):
         return pathlib.Path(os.environ[DIR_VAR]).expanduser()
-    from svgx.cache import default_directory
+    from svgx.cache import cpu_fingerprint, default_directory
 
     compilation = jax.config.jax_compilation_cache_dir
-    return pathlib.Path(compilation or default_directory()).expanduser() / "exported"
+    base = compilation or default_directory() / cpu_fingerprint()
+    return pathlib.Path(base).expanduser() / "exported"
 
 
 @functools.cache

@@ -54,3 +54,20 @@ def test_the_cache_directory_is_the_fingerprints_subdirectory(tmp_path, monkeypa
         assert from_env == tmp_path / "env" / cache.cpu_fingerprint()
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)
+
+
+def test_the_export_cache_lives_in_the_same_cpus_directory(tmp_path, monkeypatch):
+    """Traced programs go to ``exported/`` of the compilation cache's directory, and to
+    the same fingerprint's directory when no compilation cache is on."""
+    from svgx import export_cache
+
+    previous = jax.config.jax_compilation_cache_dir
+    monkeypatch.delenv(export_cache.DIR_VAR, raising=False)
+    monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert export_cache.directory() == tmp_path / cache.cpu_fingerprint() / "exported"
+        on = svgx.enable_compilation_cache()
+        assert export_cache.directory() == on / "exported"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
