@@ -404,8 +404,9 @@ def test_transition_clip_averages_each_stretchs_gradient_clipped_at_a_multiple_o
     stretch reaches, it is the plain gradient. Importance weights (the paper's replayed
     actions) stay in each transition's term; fresh actions (no weights, the noises
     given) take the same path through ``svg_loss``."""
-    actions = "replayed"
     from svgx.algorithms import SVG1Replay
+
+    actions = "replayed"
 
     with jax.enable_x64(True):
         env = envs.make("lqg", noise_scale=0.0)
