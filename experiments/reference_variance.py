@@ -86,7 +86,8 @@ def rotate_about_goal(env, s, angle):
     qpos, qvel, task = env.split(s)
     c, si = jnp.cos(angle), jnp.sin(angle)
     turn = lambda v: jnp.stack([c * v[0] - si * v[1], si * v[0] + c * v[1]])  # noqa: E731
-    position, velocity = env.qpos_address(("root_x", "root_y")), env.dof_address(("root_x", "root_y"))
+    plane = ("root_x", "root_y")
+    position, velocity = env.qpos_address(plane), env.dof_address(plane)
     qpos = qpos.at[position].set(turn(qpos[position]))
     qpos = qpos.at[env.qpos_address("root_yaw")].add(angle)
     qvel = qvel.at[velocity].set(turn(qvel[velocity]))
@@ -112,7 +113,7 @@ def episode_gradients(env, policy, starts, keys, gamma):
         )
         return diagnostics.flatten(g)
 
-    return np.stack([np.asarray(one(policy, s, k)) for s, k in zip(starts, keys)])
+    return np.stack([np.asarray(one(policy, s, k)) for s, k in zip(starts, keys, strict=True)])
 
 
 def measure(args: Args) -> dict:
