@@ -22,20 +22,26 @@ from svgx import report, rundir
 from svgx.plot import confidence_band
 
 
-def mean_over_run(directory: str, metric: str = "eval_return") -> np.ndarray:
+def mean_over_run(
+    directory: str, metric: str = "eval_return", up_to: int | None = None
+) -> np.ndarray:
     """``[seeds]``: each seed's ``metric`` averaged over the run's evaluations after
     training began (:func:`svgx.report.mean_over_run`; a Brax baseline's evaluation at 0
-    environment steps is left out). A seed that went non-finite is NaN."""
-    return report.mean_over_run(rundir.read_metrics(directory), metric)
+    environment steps is left out), and with ``up_to`` only those at most that many
+    environment steps in. A seed that went non-finite is NaN."""
+    return report.mean_over_run(rundir.read_metrics(directory), metric, up_to)
 
 
-def compare(directories: list[str], metric: str = "eval_return") -> list[dict]:
+def compare(
+    directories: list[str], metric: str = "eval_return", up_to: int | None = None
+) -> list[dict]:
     """Per run: ``mean``, ``low``, ``high`` (95% interval over seeds) of the per-seed
-    mean over the run, and Welch's ``t`` and ``p`` against the first run (None for it)."""
-    first = mean_over_run(directories[0], metric)
+    mean over the run (up to ``up_to`` environment steps), and Welch's ``t`` and ``p``
+    against the first run (None for it)."""
+    first = mean_over_run(directories[0], metric, up_to)
     rows = []
     for directory in directories:
-        values = mean_over_run(directory, metric)
+        values = mean_over_run(directory, metric, up_to)
         mean, low, high = confidence_band(values)
         t = p = None
         if directory != directories[0]:
@@ -53,12 +59,18 @@ def main() -> None:
         "directories", nargs="+", help="run directories; the first is the reference"
     )
     parser.add_argument("--metric", default="eval_return", help="a per-seed metric of the runs")
-    args = parser.parse_args()
-    print(
-        f"| run | mean {args.metric} over the run (95% interval) | Welch's t, p against the first |"
+    parser.add_argument(
+        "--up-to",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="only the evaluations at most STEPS environment steps in (runs of unequal length)",
     )
+    args = parser.parse_args()
+    span = "over the run" if args.up_to is None else f"up to {args.up_to:,} steps"
+    print(f"| run | mean {args.metric} {span} (95% interval) | Welch's t, p against the first |")
     print("|---|---|---|")
-    for row in compare(args.directories, args.metric):
+    for row in compare(args.directories, args.metric, args.up_to):
         test = "—" if row["t"] is None else f"t = {row['t']:.2f}, p = {row['p']:.3f}"
         print(f"| {row['run']} | {row['mean']:.1f} ({row['low']:.1f}–{row['high']:.1f}) | {test} |")
 

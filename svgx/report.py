@@ -56,12 +56,24 @@ class Row:
     nonfinite: int = 0  # seeds whose return at the budget is not finite (left out above)
 
 
-def mean_over_run(history: list[dict], metric: str = "eval_return") -> np.ndarray:
+def mean_over_run(
+    history: list[dict], metric: str = "eval_return", up_to: int | None = None
+) -> np.ndarray:
     """``[members]``: each member's ``metric`` averaged over the evaluations after training
     began (``history`` as :func:`svgx.rundir.read_metrics` gives it; an evaluation at 0
-    environment steps, a Brax baseline's initial policy, is left out). A seed that went
-    non-finite is NaN."""
+    environment steps, a Brax baseline's initial policy, is left out), and with ``up_to``
+    only those at most that many environment steps in (to compare a run still going, or
+    a longer one, at equal steps). A seed that went non-finite is NaN."""
     rows = [row for row in history if "env_steps" not in row or np.nanmean(row["env_steps"]) > 0]
+    if up_to is not None:
+        if any("env_steps" not in row for row in rows):
+            raise ValueError(f"up_to={up_to}: the run's metrics do not record env_steps")
+        rows = [row for row in rows if np.nanmean(row["env_steps"]) <= up_to]
+        if not rows:
+            raise ValueError(
+                f"up_to={up_to}: the run has no evaluation after training began and at most "
+                f"{up_to:,} environment steps in"
+            )
     return np.stack([np.asarray(row[metric], float) for row in rows]).mean(0)
 
 

@@ -2,6 +2,7 @@
 Welch's test between runs."""
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from experiments import learning_speed
@@ -55,3 +56,33 @@ def test_a_baselines_initial_evaluation_and_a_non_finite_seed_are_left_out(tmp_p
     test = stats.ttest_ind([1, 2], [2, 4], equal_var=False)
     assert np.isclose(row["t"], test.statistic) and np.isclose(row["p"], test.pvalue)
     assert np.isclose(row["mean"], 3)
+
+
+def test_up_to_compares_runs_of_unequal_length_at_equal_steps(tmp_path):
+    """A run still going (2 evaluations) against a finished one (3): up to 200 steps
+    both average their first two evaluations only; past every evaluation is refused."""
+
+    def run(name, returns):
+        path = tmp_path / name
+        path.mkdir()
+        rows = [
+            {"env_steps": np.full(2, 100 * (i + 1)), "eval_return": np.asarray(r, float)}
+            for i, r in enumerate(returns)
+        ]
+        rundir.write_metrics(path, rows)
+        return str(path)
+
+    going = run("going", [[1, 3], [3, 5]])
+    done = run("done", [[0, 2], [2, 2], [10, 20]])
+    np.testing.assert_allclose(learning_speed.mean_over_run(done), [4, 8])
+    np.testing.assert_allclose(learning_speed.mean_over_run(done, up_to=200), [1, 2])
+    np.testing.assert_allclose(learning_speed.mean_over_run(done, up_to=299), [1, 2])
+    first, second = learning_speed.compare([going, done], up_to=200)
+    assert np.isclose(first["mean"], 3) and np.isclose(second["mean"], 1.5)
+    test = stats.ttest_ind([2, 4], [1, 2], equal_var=False)
+    assert np.isclose(second["t"], test.statistic)
+    with pytest.raises(ValueError, match="up_to=50: the run has no evaluation"):
+        learning_speed.mean_over_run(done, up_to=50)
+    no_steps = _run(tmp_path / "plain", [[1, 2]])
+    with pytest.raises(ValueError, match="do not record env_steps"):
+        learning_speed.mean_over_run(no_steps, up_to=100)
