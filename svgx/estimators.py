@@ -236,11 +236,15 @@ def svg0_loss(
     *,
     truncation: float | Float[Array, ""] | None = None,
     weights: Float[Array, " batch"] | None = None,
+    eta: Float[Array, "batch n_a"] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
     """SVG(0) (Alg. 3) for a batch of transitions: ``−mean(w Q(s, π(s, η; θ), t))``, ``η``
-    inferred."""
+    inferred from the recorded actions, or ``eta`` given (fresh noises: pass no
+    ``truncation``, as the actions are then the current policy's)."""
     w = _weights(policy, batch, truncation, weights)
-    eta = jax.lax.stop_gradient(jax.vmap(policy.infer_noise)(batch.s, batch.a))
+    if eta is None:
+        eta = jax.vmap(policy.infer_noise)(batch.s, batch.a)
+    eta = jax.lax.stop_gradient(eta)
     a = jax.vmap(policy.action)(batch.s, eta)
     surrogate = jax.vmap(q)(batch.s, a, batch.t)
     return -jnp.mean(w * surrogate), {"importance_weight": w, "surrogate": surrogate}

@@ -159,6 +159,43 @@ def test_svg0_tends_to_the_deterministic_policy_gradient():
     assert errors[2] < 2e-3, errors
 
 
+def test_svg0_with_given_noises_is_q_at_the_policys_own_actions():
+    """``eta`` given: ``−mean Q(s, π(s, η))`` with weight 1, whatever the recorded actions;
+    and the same as inferring ``η`` from actions that ``η`` made, unweighted."""
+    env = envs.make("cartpole")
+    key_q, key_s, key_eta, key_p = jax.random.split(jax.random.key(2), 4)
+    q = critics.q_function(env.observe, env.observation_size, env.action_size, key=key_q)
+    policy = make_policy(env, key_p, init_std=0.5)
+    s = jax.vmap(env.reset)(jax.random.split(key_s, 16))
+    eta = jax.random.normal(key_eta, (16, env.action_size))
+    own = jax.vmap(policy.action)(s, eta)
+
+    def batch(a):
+        return estimators.Transition(
+            s=s,
+            a=a,
+            r=jnp.zeros(16),
+            s_next=s,
+            t=jnp.zeros(16, jnp.int32),
+            done=jnp.zeros(16, bool),
+            log_prob=jnp.zeros(16),
+            noise=jnp.zeros((16, 0)),
+        )
+
+    def direct(policy):
+        return -jnp.mean(jax.vmap(lambda s_i, e: q(s_i, policy.action(s_i, e), 0))(s, eta))
+
+    other = jnp.zeros_like(own)  # recorded actions play no part with eta given
+    loss, aux = estimators.svg0_loss(policy, q, batch(other), eta=eta)
+    np.testing.assert_allclose(loss, direct(policy), rtol=1e-6)
+    np.testing.assert_array_equal(aux["importance_weight"], 1.0)
+    g, _ = estimators.policy_gradient(estimators.svg0_loss, policy, q, batch(other), eta=eta)
+    expected = jax.tree.map(jnp.negative, eqx.filter_grad(direct)(policy))
+    np.testing.assert_allclose(flat(g.net), flat(expected.net), rtol=1e-5, atol=1e-7)
+    inferred, _ = estimators.policy_gradient(estimators.svg0_loss, policy, q, batch(own))
+    np.testing.assert_allclose(flat(inferred.net), flat(g.net), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("scale", [None, 2.0])
 def test_log_prob_is_a_normalised_density_and_infer_noise_inverts_action(scale):
     policy = mlp_policy(lambda s: s, 3, 1, key=jax.random.key(0), init_std=0.7, scale=scale)

@@ -340,6 +340,41 @@ def test_fresh_actions_and_dynamics_targets_train_and_the_flags_name_their_value
     assert spec.config.algo_options == {"actions": "fresh", "k": 3}
 
 
+def test_svg0_er_with_fresh_actions_weighs_nothing_and_trains():
+    """svg0_er's actions="fresh": the critic's TD regression and the policy step are
+    unweighted (SAC's actor and critic at a fixed temperature); the paper's "replayed"
+    keeps the truncated importance weights in both."""
+    from svgx.algorithms.svg import SVG0Replay
+
+    env, key = envs.make("lqg"), jax.random.key(0)
+    policy = mlp_policy(env.observe, env.observation_size, env.action_size, key=key, init_std=0.5)
+    s = jax.vmap(env.reset)(jax.random.split(key, 8))
+    a = jnp.full((8, env.action_size), 2.0)  # far from the policy's mean: small weights
+    batch = Transition(
+        s=s,
+        a=a,
+        r=jnp.zeros(8),
+        s_next=s,
+        t=jnp.zeros(8, jnp.int32),
+        done=jnp.zeros(8, bool),
+        log_prob=jnp.zeros(8),
+        noise=jnp.zeros((8, env.noise_size)),
+    )
+    hp = Hyperparams()
+    np.testing.assert_array_equal(SVG0Replay(actions="fresh").critic_weights(policy, batch, hp), 1)
+    assert (SVG0Replay().critic_weights(policy, batch, hp) < 1).all()
+    config = Config(algo="svg0_er", algo_options={"actions": "fresh"}, **LQG)
+    result = runner.run(config, Hyperparams(), seeds=2, progress=lambda line: None)
+    last = result.metrics[-1]
+    assert np.isfinite(last["policy_loss"]).all() and np.isfinite(last["value_loss"]).all()
+    assert last["nonfinite_updates"].sum() == 0
+    assert "importance_weight_mean" not in last
+    with pytest.raises(ValueError, match="actions='new': must be one of replayed, fresh"):
+        Config(algo="svg0_er", algo_options={"actions": "new"})
+    spec = resolve("--env", "lqg", "--algo", "svg0_er", "--actions", "fresh")
+    assert spec.config.algo_options == {"actions": "fresh"}
+
+
 # --- tuned settings per task, used by svgx train ----------------------------------------
 
 

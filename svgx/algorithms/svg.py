@@ -221,20 +221,42 @@ class SVGKReplay(_Replayed):
 
 @dataclasses.dataclass(frozen=True)
 class SVG0Replay(Algorithm):
-    """SVG(0) with experience replay (paper §4.3, Alg. 3): ``Q(s, π(s, η; θ), t)`` with the
-    policy noise ``η`` inferred from replayed ``(s, a)``, importance-weighted."""
+    """SVG(0) with experience replay (paper §4.3, Alg. 3): ``Q(s, π(s, η; θ), t)`` on
+    replayed states.
+
+    Attributes:
+      actions: "replayed" (the paper's: ``η`` inferred from the replayed ``(s, a)``, the
+        policy step and ``Q``'s TD regression weighted by truncated importance weights)
+        or "fresh" (fresh ``η`` at the replayed ``s`` and no weights in either: ``Q`` is
+        learned off-policy through its target's ``a' ~ π(·|s')``; with the entropy bonus
+        this is SAC's actor and a single critic at a fixed temperature).
+    """
 
     data, critic, uses_dynamics = "replay", "q", False
+    actions: str = "replayed"
+
+    def __post_init__(self):
+        if self.actions not in ACTIONS:
+            raise ValueError(f"actions={self.actions!r}: must be one of {', '.join(ACTIONS)}")
+
+    def critic_weights(self, policy, batch, hp):
+        if self.actions == "fresh":
+            return jnp.ones(batch.t.shape[0], batch.s.dtype)
+        return super().critic_weights(policy, batch, hp)
 
     def policy_loss(self, inputs: PolicyInputs, *, key):
         batch = replay.sample(inputs.buffer, key, inputs.batch_size)
+        truncation, eta = inputs.hp.truncation, None
+        if self.actions == "fresh":
+            eta = jax.random.normal(jax.random.fold_in(key, 1), batch.a.shape, batch.a.dtype)
+            truncation = None
 
         def loss(policy):
             return estimators.svg0_loss(
-                policy, inputs.critic, batch, truncation=inputs.hp.truncation
+                policy, inputs.critic, batch, truncation=truncation, eta=eta
             )
 
         return loss, True
 
     def policy_metrics(self, aux):
-        return importance_weight_metrics(aux)
+        return importance_weight_metrics(aux) if self.actions == "replayed" else {}
