@@ -55,7 +55,20 @@ def initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
+def initialize_cpu_devices() -> None:
+    """``SVGX_CPU_DEVICES=n`` (or ``auto``): the host as ``n`` CPU devices, over which the
+    seeds are split (:mod:`svgx.devices`)."""
+    from svgx import devices
+
+    try:
+        devices.from_environment()
+    except ValueError as error:
+        print(f"svgx: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 # Before anything starts JAX's backend (importing the tasks does).
+initialize_cpu_devices()
 initialize_distributed()
 
 from svgx import algorithms, tuned  # noqa: E402

@@ -6,10 +6,11 @@ hyperparameters), compiled once. Between chunks the runner evaluates the mean
 action on a fixed set of evaluation episodes, records the metrics of every seed
 and reports progress.
 
-Seeds are sharded over devices: the seed axis is laid out over a 1-D mesh of
-``gcd(seeds, len(jax.devices()))`` devices (every device when the seed count is
-a multiple of the device count), and the same code runs on one CPU, several
-GPUs, or several hosts after ``jax.distributed.initialize()`` (every process
+Seeds are sharded over devices: the seed axis is laid out over a 1-D mesh of as
+many devices as split the seeds evenly (the largest divisor of the seed count up to
+the device count; every device when the seed count is a multiple of it), and the
+same code runs on one CPU, on several cores of one (:mod:`svgx.devices`), on several
+GPUs, or on several hosts after ``jax.distributed.initialize()`` (every process
 runs the same command; process 0 writes the files).
 
 :func:`run_in_dir` adds a run directory (:mod:`svgx.rundir`): metrics, a
@@ -23,7 +24,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import math
 import os
 import pathlib
 import signal
@@ -205,10 +205,23 @@ def _shape_of(x: jax.Array) -> jax.ShapeDtypeStruct:
 
 
 def seed_mesh(n_seeds: int, devices=None) -> Mesh:
-    """A 1-D mesh (axis ``"seeds"``) over as many devices as divide ``n_seeds`` evenly."""
+    """A 1-D mesh (axis ``"seeds"``) over the first ``n`` devices, ``n`` the largest
+    divisor of ``n_seeds`` up to their number (6 seeds on 4 devices: 3, each holding 2)."""
     devices = jax.devices() if devices is None else devices
-    n = math.gcd(n_seeds, len(devices))
+    n = max(d for d in range(1, min(n_seeds, len(devices)) + 1) if n_seeds % d == 0)
     return Mesh(np.asarray(devices[:n]), ("seeds",))
+
+
+def layout_note(n_seeds: int, used: int, available: int) -> str | None:
+    """A line for the progress when the seeds, laid out on ``used`` of ``available``
+    devices (:func:`seed_mesh`), leave some idle that they could use (5 seeds on 2
+    devices run on one), else None."""
+    if used >= min(n_seeds, available):
+        return None
+    return (
+        f"note: {n_seeds} seeds run on {used} of {available} devices (the most that split "
+        f"them evenly); a multiple of {available} seeds would use them all"
+    )
 
 
 def _put(tree, mesh: Mesh):
@@ -286,6 +299,10 @@ def run(
         dtype = jnp.float64 if config.float64 else jnp.float32
         hparams = hparams.as_arrays(dtype)
         mesh = seed_mesh(seeds, devices)
+        available = len(jax.devices() if devices is None else devices)
+        note = layout_note(seeds, mesh.devices.size, available)
+        if note:
+            progress(note)
         if start is not None and len(start[1]) >= config.chunks:  # complete: compile nothing
             result = Run(config, hparams, _put(start[0], mesh), list(start[1]))
             _summary(result, progress)

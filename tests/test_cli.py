@@ -17,7 +17,7 @@ import pytest
 import tyro
 from small import TINY_LQG, TINY_LQG_FLAGS
 
-from svgx import cli, rundir, runner, sweep
+from svgx import cli, devices, rundir, runner, sweep
 from svgx.config import Config, Hyperparams, config_for_steps, iterations_for_steps
 from svgx.train import parameters
 
@@ -241,7 +241,8 @@ def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
         "[np.testing.assert_allclose(a.metrics[i][k], b.metrics[i][k], "
         "rtol=1e-4, atol=1e-5, err_msg=k)"
         " for i in range(len(a.metrics)) for k in a.metrics[i] if k not in rundir.TIMINGS];"
-        "print('equal')"
+        "print('equal');"
+        "print('mesh', *[runner.seed_mesh(n).devices.size for n in (1, 2, 3, 5, 6, 8, 12)])"
     )
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     result = subprocess.run(
@@ -253,6 +254,44 @@ def test_sharded_seeds_equal_unsharded_seeds(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "devices 4 4" in result.stdout and "equal" in result.stdout
+    # The largest divisor of the seed count up to the 4 devices.
+    assert "mesh 1 2 3 1 3 4 4" in result.stdout
+
+
+def test_a_note_says_when_the_seeds_leave_devices_idle():
+    assert runner.layout_note(5, 1, 2) == (
+        "note: 5 seeds run on 1 of 2 devices (the most that split them evenly); "
+        "a multiple of 2 seeds would use them all"
+    )
+    assert runner.layout_note(6, 3, 4) is not None  # 3 of 4 in use
+    assert runner.layout_note(3, 3, 4) is None  # one seed per device already
+    assert runner.layout_note(1, 1, 8) is None
+
+
+def test_svgx_cpu_devices_shows_the_host_as_several_devices():
+    """``SVGX_CPU_DEVICES`` takes effect before the command starts JAX's backend; a bad
+    value is refused with the allowed ones, and so is a change once the backend runs."""
+
+    def svgx_with(value, code):
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SVGX_CPU_DEVICES": value},
+        )
+
+    result = svgx_with("3", "import svgx.cli, jax; print('devices', jax.device_count())")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "devices 3" in result.stdout
+    result = svgx_with("zero", "import svgx.cli")
+    assert result.returncode == 2
+    assert "SVGX_CPU_DEVICES='zero': must be a positive integer or 'auto'" in result.stderr
+    jax.numpy.zeros(1)  # this process's backend has started
+    with pytest.raises(RuntimeError, match="backend has already started"):
+        devices.use_cpu_devices(2)
+    with pytest.raises(ValueError, match="must be a positive integer or 'auto'"):
+        devices.use_cpu_devices(0)
 
 
 def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
