@@ -57,7 +57,11 @@ def initialize_distributed() -> None:
 
 def initialize_cpu_devices() -> None:
     """``SVGX_CPU_DEVICES=n`` (or ``auto``): the host as ``n`` CPU devices, over which the
-    seeds are split (:mod:`svgx.devices`)."""
+    seeds are split (:mod:`svgx.devices`). A bad value ends the command; where this
+    module is imported after JAX's backend has started (a notebook), the setting cannot
+    apply and is ignored with a warning."""
+    import warnings
+
     from svgx import devices
 
     try:
@@ -65,6 +69,8 @@ def initialize_cpu_devices() -> None:
     except ValueError as error:
         print(f"svgx: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RuntimeError as error:
+        warnings.warn(f"{devices.ENV_VAR} ignored: {error}", stacklevel=2)
 
 
 # Before anything starts JAX's backend (importing the tasks does).

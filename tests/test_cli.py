@@ -290,6 +290,10 @@ def test_svgx_cpu_devices_shows_the_host_as_several_devices():
     jax.numpy.zeros(1)  # this process's backend has started
     with pytest.raises(RuntimeError, match="backend has already started"):
         devices.use_cpu_devices(2)
+    with pytest.MonkeyPatch.context() as patch:  # svgx.cli imported late, as in a notebook
+        patch.setenv("SVGX_CPU_DEVICES", "2")
+        with pytest.warns(UserWarning, match="SVGX_CPU_DEVICES ignored: cpu devices 2: JAX's"):
+            cli.initialize_cpu_devices()
     with pytest.raises(ValueError, match="must be a positive integer or 'auto'"):
         devices.use_cpu_devices(0)
 
