@@ -30,6 +30,9 @@ import shlex
 import sys
 import time
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tyro
 
@@ -81,8 +84,6 @@ def group_variance_ratio(groups: list[np.ndarray]) -> float:
 def rotate_about_goal(env, s, angle):
     """A swimmer's state rotated by ``angle`` about the goal (the origin): the head's
     position, its velocity in the plane and its heading; joints unchanged."""
-    import jax.numpy as jnp
-
     qpos, qvel, task = env.split(s)
     c, si = jnp.cos(angle), jnp.sin(angle)
     turn = lambda v: jnp.stack([c * v[0] - si * v[1], si * v[0] + c * v[1]])  # noqa: E731
@@ -94,31 +95,32 @@ def rotate_about_goal(env, s, angle):
     return env.join(qpos, qvel, task)
 
 
-def episode_gradients(env, policy, starts, keys, gamma):
+def episode_gradients(env, policy, starts, keys, gamma) -> np.ndarray:
     """One row per episode: BPTT through the simulator from ``starts[i]`` with ``keys[i]``
-    (the reference's estimator on one episode), flattened."""
-    import equinox as eqx
-    import jax
+    (the reference's estimator on one episode), flattened; one compiled program for
+    every batch of the same size."""
+    return np.asarray(_episode_gradients(env, policy, starts, keys, gamma))
 
+
+@eqx.filter_jit
+def _episode_gradients(env, policy, starts, keys, gamma):
     from svgx import diagnostics, estimators, rollout
     from svgx.dynamics import make_dynamics
 
     dynamics = make_dynamics("simulator", env)
 
-    @eqx.filter_jit
-    def one(policy, s_0, key):
+    def one(start_and_key):
+        s_0, key = start_and_key
         data = jax.tree.map(lambda x: x[None], rollout.episode(env, policy, key, s_0=s_0))
         g, _ = estimators.policy_gradient(
             estimators.svg_loss, policy, dynamics, env.reward, None, data, gamma=gamma
         )
         return diagnostics.flatten(g)
 
-    return np.stack([np.asarray(one(policy, s, k)) for s, k in zip(starts, keys, strict=True)])
+    return jax.lax.map(one, (starts, keys))  # one episode at a time, as memory allows
 
 
 def measure(args: Args) -> dict:
-    import jax
-
     from svgx import ablate, diagnostics
 
     if args.episodes % args.starts or args.episodes < 2 * args.starts:
@@ -134,15 +136,17 @@ def measure(args: Args) -> dict:
         policy = ablate.load_policy(args.policy, args.policy_seed)
     n, per_start = args.episodes, args.episodes // args.starts
     key_starts, key_fixed, key_noise = jax.random.split(jax.random.key(args.seed + 1), 3)
-    starts = [env.reset(k) for k in jax.random.split(key_starts, n)]
-    fixed = [env.reset(k) for k in jax.random.split(key_fixed, args.starts)]
-    noise = iter(jax.random.split(key_noise, 6 * n))
-    keys = lambda: [next(noise) for _ in range(n)]  # noqa: E731
-    gradients = lambda s_0: episode_gradients(env, policy, s_0, keys(), config.gamma)  # noqa: E731
+    starts = jax.vmap(env.reset)(jax.random.split(key_starts, n))
+    fixed = jax.vmap(env.reset)(jax.random.split(key_fixed, args.starts))
+    noise = jax.random.split(key_noise, 6 * n).reshape(6, n)  # a block of keys per design
+    designs = iter(range(6))
+
+    def gradients(s_0):
+        return episode_gradients(env, policy, s_0, noise[next(designs)], config.gamma)
 
     start = time.perf_counter()
     independent = gradients(starts)
-    within = gradients([s for s in fixed for _ in range(per_start)])
+    within = gradients(jnp.repeat(fixed, per_start, axis=0))
     result = dict(
         env=env.name,
         horizon=env.horizon,
@@ -154,7 +158,7 @@ def measure(args: Args) -> dict:
     )
     if env.name.startswith("swimmer"):
         rotations = [
-            gradients([rotate_about_goal(env, s, angle) for s in starts])
+            gradients(jax.vmap(lambda s, a=angle: rotate_about_goal(env, s, a))(starts))
             for angle in (np.pi, np.pi / 2, -np.pi / 2)
         ]
         result["antithetic_ratio"] = group_variance_ratio([independent, rotations[0]])
