@@ -3,8 +3,9 @@
 targets: what the simulator column costs against the learned one on a task, and with
 ``--transition-clip X`` what per-stretch clipping adds to the simulator's.
 
-Each variant's chunk is compiled ahead of time, run once to warm up, then timed twice
-(the best is kept); prints one line per variant.
+Each variant's chunk of training iterations (without the end-of-chunk diagnostics,
+which a run computes once per thousands of iterations) is compiled ahead of time, run
+once to warm up, then timed twice (the best is kept); prints one line per variant.
 
     python -m experiments.time_iteration cheetah [--transition-clip 10]
 """
@@ -50,7 +51,7 @@ def main() -> None:
         )
         hp = Hyperparams(entropy_coef=0.01, tau=0.05, policy_lr=1e-3, model_lr=3e-3).as_arrays()
         start = time.perf_counter()
-        init, chunk, _ = compiled(config, hp, 5)
+        init, chunk, _ = compiled(config, hp, 5, diagnostics=False)
         state = init(jax.random.split(jax.random.key(0), 5), hp)
         chunk = chunk.lower(state, hp).compile()
         compile_s = time.perf_counter() - start

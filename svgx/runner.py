@@ -125,16 +125,29 @@ def _jit_options(mesh: Mesh | None) -> dict:
     return dict(compiler_options=compiler_options(), out_shardings=sharded)
 
 
-def compiled(config: Config, hparams: Hyperparams, n_seeds: int, mesh: Mesh | None = None):
+def compiled(
+    config: Config,
+    hparams: Hyperparams,
+    n_seeds: int,
+    mesh: Mesh | None = None,
+    *,
+    diagnostics: bool = True,
+):
     """``(init, chunk, evaluate)``, each ``jit(vmap(…))`` over seeds; ``evaluate``
     also reports, per part, whether each seed's parameters are all finite. With a
     ``mesh`` (:func:`seed_mesh`), every output stays sharded over seeds, so the state a
-    chunk returns has the layout the next chunk was compiled for."""
+    chunk returns has the layout the next chunk was compiled for.
+
+    ``diagnostics=False``: ``chunk`` is the training iterations alone, without the
+    end-of-chunk diagnostics (the state it returns is the same). For timing: a run
+    computes them once per chunk of thousands of iterations, and a benchmark's short
+    chunk would count them many times over (the simulator's Jacobians of the model-error
+    metrics cost as much as tens of learned-model iterations on the cheetah)."""
     vmapped = _vmapped(config, hparams, n_seeds)
     options = _jit_options(mesh)
     return (
         jax.jit(vmapped["init"], **options),
-        jax.jit(vmapped["chunk"], donate_argnums=0, **options),
+        jax.jit(vmapped["chunk" if diagnostics else "iterate"], donate_argnums=0, **options),
         jax.jit(vmapped["evaluate"], **options),
     )
 

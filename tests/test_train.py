@@ -235,6 +235,27 @@ def test_the_runner_measures_what_the_whole_chunk_does():
             np.testing.assert_allclose(recorded[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+def test_a_chunk_without_diagnostics_trains_the_same():
+    """``compiled(..., diagnostics=False)`` (what the benchmarks time) leaves out the
+    end-of-chunk diagnostics and nothing else: the same parameters, the same training
+    metrics."""
+    config = Config(
+        algo="svg1_er", jacobians="learned", **LQG, **{**SMALL, "iterations": 4, "chunks": 2}
+    )
+    hp = Hyperparams().as_arrays()
+    keys = jax.random.split(jax.random.key(0), 2)
+    init, chunk, _ = compiled(config, hp, n_seeds=2)
+    _, bare, _ = compiled(config, hp, n_seeds=2, diagnostics=False)
+    state, metrics = chunk(init(keys, hp), hp)
+    bare_state, bare_metrics = bare(init(keys, hp), hp)
+    assert "model_one_step_mse" in metrics and "model_one_step_mse" not in bare_metrics
+    assert "policy_loss" in bare_metrics and set(bare_metrics) < set(metrics)
+    for name, value in bare_metrics.items():
+        np.testing.assert_array_equal(value, metrics[name], err_msg=name)
+    trained, bare_trained = parameters(state), parameters(bare_state)
+    for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(bare_trained), strict=True):
+        np.testing.assert_array_equal(a, b)
+
 TOLERANT = NonFiniteLimits(max_diverged_env_steps=1.0, max_skipped_updates=3.0)
 
 
