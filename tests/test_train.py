@@ -256,6 +256,7 @@ def test_a_chunk_without_diagnostics_trains_the_same():
     for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(bare_trained), strict=True):
         np.testing.assert_array_equal(a, b)
 
+
 TOLERANT = NonFiniteLimits(max_diverged_env_steps=1.0, max_skipped_updates=3.0)
 
 
