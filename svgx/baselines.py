@@ -387,13 +387,20 @@ def same_baseline(recorded: dict, args) -> bool:
     (one added to svgx after the run) counts as its default, so an older run that
     used it is still the same configuration."""
     wanted = json.loads(json.dumps(dataclasses.asdict(args)))
-    defaults = {
-        f.name: json.loads(json.dumps(f.default))
-        for f in dataclasses.fields(args)
-        if f.default is not dataclasses.MISSING
-    }
-    recorded = {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
-    return _without_place(recorded) == _without_place(wanted)
+    return _without_place(with_defaults(recorded)) == _without_place(wanted)
+
+
+def with_defaults(recorded: dict) -> dict:
+    """A baseline run directory's recorded arguments, each field of
+    :class:`BaselineArgs` that the record lacks (one added to svgx after the run) at its
+    default, as JSON has them."""
+    defaults = {}
+    for f in dataclasses.fields(BaselineArgs):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = json.loads(json.dumps(f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = json.loads(json.dumps(f.default_factory()))
+    return {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
 
 
 def _without_place(fields: dict) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from svgx import rundir
+from svgx.baselines import with_defaults
 from svgx.io import atomic_write_bytes
 
 # Metrics that cannot leave a range: their bands are clipped to it (a t-interval over
@@ -99,12 +100,48 @@ def field_value(path: pathlib.Path, spec: rundir.RunSpec, name: str) -> object:
     return f"{_held_hparams(description)[name]:g}"
 
 
-def label(path: pathlib.Path, n_seeds: int | None = None, fields: Sequence[str] = ()) -> str:
+# A Brax baseline's recorded options shown in its name already, or not a setting of it.
+_BASELINE_NAMED = (
+    "env",
+    "algo",
+    "out",
+    "seed",
+    "seeds",
+    "steps",
+    "evaluations",
+    "overwrite",
+    "learning_rate",
+    "reward_scaling",
+)
+
+
+def baseline_distinguishing(groups: Sequence[pathlib.Path]) -> tuple[str, ...]:
+    """The recorded options of the Brax baseline runs among ``groups`` whose values differ
+    between them (e.g. ``updates_per_step``), which their names must show to tell them
+    apart (:func:`baseline_name`), as :func:`distinguishing` does for svgx runs. A field
+    that a run recorded before it existed counts as its default."""
+    records = [with_defaults(b) for b in (_baseline(pathlib.Path(g)) for g in groups) if b]
+    if len(records) < 2:
+        return ()
+    keys = dict.fromkeys(k for r in records for k in r if k not in _BASELINE_NAMED)
+    return tuple(
+        k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1
+    )
+
+
+def label(
+    path: pathlib.Path,
+    n_seeds: int | None = None,
+    fields: Sequence[str] = (),
+    baseline_fields: Sequence[str] = (),
+) -> str:
     """A run's name in a legend: algorithm, Jacobian source, task, seeds, and the Config
-    ``fields`` that tell it from the other runs drawn."""
+    ``fields`` (a Brax baseline: its options ``baseline_fields``) that tell it from the
+    other runs drawn."""
     baseline = _baseline(path)
     if baseline:
-        return f"{baseline_name(baseline)} on {baseline['env']}, {baseline['seeds']} seeds"
+        name = baseline_name(baseline, baseline_fields)
+        return f"{name} on {baseline['env']}, {baseline['seeds']} seeds"
     try:
         spec = rundir.read_spec(path)
     except rundir.RunDirError:
@@ -115,11 +152,15 @@ def label(path: pathlib.Path, n_seeds: int | None = None, fields: Sequence[str] 
     return f"{c.algo}{jac}{named} on {c.env}, {spec.seeds if n_seeds is None else n_seeds} seeds"
 
 
-def baseline_name(fields: dict) -> str:
-    """A Brax baseline run's name, from its recorded options: ``sac (Brax), lr 0.0003``."""
+def baseline_name(fields: dict, named: Sequence[str] = ()) -> str:
+    """A Brax baseline run's name, from its recorded options: ``sac (Brax), lr 0.0003``,
+    then each option of ``named`` (:func:`baseline_distinguishing`) as ``key=value``."""
     name = f"{fields['algo']} (Brax), lr {fields['learning_rate']:g}"
     if fields.get("reward_scaling", 1.0) != 1.0:
         name += f", reward ×{fields['reward_scaling']:g}"
+    for k in named:
+        value = fields.get(k)
+        name += f", {k}={tuple(value) if isinstance(value, list) else value}"
     return name
 
 
@@ -173,6 +214,7 @@ def plot_runs(
             )
 
     fields = distinguishing([d for d, _ in histories])
+    baseline_fields = baseline_distinguishing([d for d, _ in histories])
     columns = min(len(metrics), 2)
     rows = -(-len(metrics) // columns)
     width, height = (6.4, 4.0) if len(metrics) == 1 else (5.2 * columns, 3.6 * rows)
@@ -185,7 +227,7 @@ def plot_runs(
             steps, values = curve(history, metric)
             combos = rundir.member_labels(d)
             if combos is None:
-                combos = [(label(d, fields=fields), np.arange(values.shape[1]))]
+                combos = [(label(d, None, fields, baseline_fields), np.arange(values.shape[1]))]
             else:  # a sweep group: one curve per hyperparameter combination
                 combos = [
                     (label(d, len(m), fields) + (f": {name}" if name else ""), m)

@@ -31,7 +31,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from svgx import rundir
-from svgx.plot import BOUNDS, baseline_name, confidence_band, distinguishing, field_value
+from svgx.plot import (
+    BOUNDS,
+    baseline_distinguishing,
+    baseline_name,
+    confidence_band,
+    distinguishing,
+    field_value,
+)
 
 SUCCESS_LEVEL = 0.5  # "steps to 50% success": the first evaluation whose mean over seeds >= this
 
@@ -95,6 +102,7 @@ def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row
     # The Config fields that tell the svgx runs apart, across every directory given (as
     # svgx plot names them).
     fields = distinguishing([d for d, _ in found])
+    baseline_fields = baseline_distinguishing([d for d, _ in found])
     result = []
     for d, in_sweep in found:
         history = rundir.read_metrics(d)
@@ -102,17 +110,21 @@ def rows(dirs: Sequence[str | pathlib.Path], reference: str = "sac") -> list[Row
             continue
         if not history:
             raise rundir.RunDirError(f"{str(d)!r}: no metrics yet (is it a run directory?)")
-        result.extend(_rows(d, history, reference, fields))
+        result.extend(_rows(d, history, reference, fields, baseline_fields))
     return result
 
 
 def _rows(
-    d: pathlib.Path, history: list[dict], reference: str, fields: Sequence[str] = ()
+    d: pathlib.Path,
+    history: list[dict],
+    reference: str,
+    fields: Sequence[str] = (),
+    baseline_fields: Sequence[str] = (),
 ) -> list[Row]:
     description = json.loads((d / rundir.CONFIG).read_text())
     if "baseline" in description:
         b = description["baseline"]
-        method = baseline_name(b)
+        method = baseline_name(b, baseline_fields)
         wall = np.array([m["wall_time"] for m in history])  # [evaluations, seeds]
         steps = np.array([m["env_steps"] for m in history])
         ran = np.isfinite(wall)  # a seed that went non-finite stopped early (NaN after)

@@ -230,3 +230,35 @@ def test_curve_labels_name_what_tells_the_runs_apart(tmp_path):
         "svg1_er (simulator), critic_hidden=(200, 100)",
         "svg1_er (simulator), critic_hidden=(50, 100)",
     ]
+
+
+def test_baselines_that_differ_in_an_option_are_named_by_it(tmp_path):
+    """Two SAC runs that differ only in their updates per step (and budget, which is not a
+    setting of the method) get names that tell them apart, in the table and the legend."""
+    runs = []
+    for name, updates, steps in (("b00", 1, 100), ("b01", 4, 500)):
+        d = tmp_path / name
+        brax_run(d, [[0, 0], [1, 1]], [[1, 1], [2, 2]])
+        description = json.loads((d / rundir.CONFIG).read_text())
+        description["baseline"] |= dict(updates_per_step=updates, steps=steps, hidden=[64, 64])
+        atomic_write_text(d / rundir.CONFIG, json.dumps(description))
+        runs.append(d)
+    assert plot.baseline_distinguishing(runs) == ("updates_per_step",)
+    assert plot.baseline_distinguishing(runs[:1]) == ()
+    # A run recorded before a field existed has its default: apg_horizon is not a difference.
+    description = json.loads((runs[0] / rundir.CONFIG).read_text())
+    description["baseline"]["apg_horizon"] = 32
+    atomic_write_text(runs[0] / rundir.CONFIG, json.dumps(description))
+    assert plot.baseline_distinguishing(runs) == ("updates_per_step",)
+    assert [r.method for r in report.rows(runs)] == [
+        "sac (Brax), lr 0.0003, updates_per_step=1",
+        "sac (Brax), lr 0.0003, updates_per_step=4",
+    ]
+    fields = plot.baseline_distinguishing(runs)
+    assert plot.label(runs[1], baseline_fields=fields) == (
+        "sac (Brax), lr 0.0003, updates_per_step=4 on lqg, 2 seeds"
+    )
+    assert (
+        plot.baseline_name({"algo": "ppo", "learning_rate": 1e-3, "hidden": [32, 32]}, ("hidden",))
+        == "ppo (Brax), lr 0.001, hidden=(32, 32)"
+    )
