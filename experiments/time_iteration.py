@@ -8,6 +8,10 @@ which a run computes once per thousands of iterations) is compiled ahead of time
 once to warm up, then timed twice (the best is kept); prints one line per variant.
 
     python -m experiments.time_iteration cheetah [--transition-clip 10]
+        [--only learned] [--with-diagnostics]
+
+``--with-diagnostics`` times whole chunks as a run has them, diagnostics included
+(what this script timed before 2026-11-30: at 20 iterations a chunk they dominate).
 """
 
 from __future__ import annotations
@@ -34,10 +38,22 @@ def main() -> None:
         default=0.0,
         help="also time the simulator's with this per-stretch clip (0: not)",
     )
+    parser.add_argument(
+        "--only",
+        choices=("simulator", "learned"),
+        help="time only the variants with this Jacobian source",
+    )
+    parser.add_argument(
+        "--with-diagnostics",
+        action="store_true",
+        help="time whole chunks with their end-of-chunk diagnostics",
+    )
     args = parser.parse_args()
     variants = [(jacobians, targets, 0.0) for jacobians, targets in VARIANTS]
     if args.transition_clip > 0:
         variants.insert(1, ("simulator", "dynamics", args.transition_clip))
+    if args.only:
+        variants = [v for v in variants if v[0] == args.only]
     for jacobians, targets, clip in variants:
         options = {"actions": "fresh", "targets": targets}
         config = Config(
@@ -51,7 +67,7 @@ def main() -> None:
         )
         hp = Hyperparams(entropy_coef=0.01, tau=0.05, policy_lr=1e-3, model_lr=3e-3).as_arrays()
         start = time.perf_counter()
-        init, chunk, _ = compiled(config, hp, 5, diagnostics=False)
+        init, chunk, _ = compiled(config, hp, 5, diagnostics=args.with_diagnostics)
         state = init(jax.random.split(jax.random.key(0), 5), hp)
         chunk = chunk.lower(state, hp).compile()
         compile_s = time.perf_counter() - start
@@ -66,6 +82,7 @@ def main() -> None:
         per_iteration = best / args.iterations
         print(
             f"{args.env} {jacobians:9s} targets={targets:8s} clip={clip:<4g} "
+            f"{'with diagnostics ' if args.with_diagnostics else ''}"
             f"compile {compile_s:6.0f} s  "
             f"{per_iteration * 1000:8.1f} ms/iteration  -> "
             f"{per_iteration * 5000 / 60:6.1f} min per 20k-step chunk",
