@@ -257,4 +257,25 @@ def markdown(table: Sequence[Row], reference: str = "sac") -> str:
             f"| {r.steps_per_s:,.0f} | {r.wall_s:,.0f} "
             f"| {_compile_cell(r)} |"
         )
-    return header + "\n".join(lines) + "\n"
+    return header + "\n".join(lines) + "\n" + _reference_notes(table, reference)
+
+
+def _reference_notes(table: Sequence[Row], reference: str) -> str:
+    """One line per task with more than one reference row, naming the row its ratios are to."""
+    notes = []
+    for env in dict.fromkeys(r.env for r in table):
+        candidates = [r for r in table if r.reference and r.env == env]
+        if len(candidates) < 2:
+            continue
+        best = min(candidates, key=lambda r: r.steps_to_level)
+        if math.isinf(best.steps_to_level):
+            notes.append(
+                f"* {env}: none of the {len(candidates)} {reference.upper()} rows reached "
+                f"{SUCCESS_LEVEL:.0%} success."
+            )
+        else:
+            notes.append(
+                f"* {env}: ratios are to {best.method}, the fastest to {SUCCESS_LEVEL:.0%} "
+                f"success of the {len(candidates)} {reference.upper()} rows."
+            )
+    return "\n" + "\n".join(notes) + "\n" if notes else ""

@@ -236,9 +236,12 @@ def test_baselines_that_differ_in_an_option_are_named_by_it(tmp_path):
     """Two SAC runs that differ only in their updates per step (and budget, which is not a
     setting of the method) get names that tell them apart, in the table and the legend."""
     runs = []
-    for name, updates, steps in (("b00", 1, 100), ("b01", 4, 500)):
+    for name, updates, steps, success in (
+        ("b00", 1, 100, [[0, 0], [0, 0], [1, 1]]),  # 50% success at 200 steps
+        ("b01", 4, 500, [[0, 0], [1, 1], [1, 1]]),  # at 100
+    ):
         d = tmp_path / name
-        brax_run(d, [[0, 0], [1, 1]], [[1, 1], [2, 2]])
+        brax_run(d, success, [[1, 1], [2, 2], [3, 3]])
         description = json.loads((d / rundir.CONFIG).read_text())
         description["baseline"] |= dict(updates_per_step=updates, steps=steps, hidden=[64, 64])
         atomic_write_text(d / rundir.CONFIG, json.dumps(description))
@@ -254,6 +257,15 @@ def test_baselines_that_differ_in_an_option_are_named_by_it(tmp_path):
         "sac (Brax), lr 0.0003, updates_per_step=1",
         "sac (Brax), lr 0.0003, updates_per_step=4",
     ]
+    # svgx reaches 50% at 200 steps: its ratio is to the faster SAC run, which is named.
+    svgx_run(tmp_path / "svg", [[0, 0], [1, 1]], [[0, 0], [1, 1]], wall=[2, 3], compile_time=1.0)
+    table = report.markdown(report.rows([tmp_path / "svg", *runs]))
+    assert "| 200 | 2.00 |" in table
+    assert table.endswith(
+        "\n* lqg: ratios are to sac (Brax), lr 0.0003, updates_per_step=4, the fastest to 50% "
+        "success of the 2 SAC rows.\n"
+    )
+    assert "ratios are to" not in report.markdown(report.rows([tmp_path / "svg", runs[0]]))
     fields = plot.baseline_distinguishing(runs)
     assert plot.label(runs[1], baseline_fields=fields) == (
         "sac (Brax), lr 0.0003, updates_per_step=4 on lqg, 2 seeds"
