@@ -25,7 +25,50 @@ from svgx.config import Config, Hyperparams
 from svgx.runner import compiled
 
 VARIANTS = [("simulator", "dynamics"), ("simulator", "replayed"), ("learned", "dynamics")]
-# (Jacobian source, V's targets, transition_clip)
+SEEDS = 5
+
+
+def variants(transition_clip: float = 0.0, only: str | None = None) -> list[tuple]:
+    """(Jacobian source, V's targets, transition_clip) to time, in order: the clipped
+    simulator's after the unclipped one's when ``transition_clip`` > 0."""
+    chosen = [(jacobians, targets, 0.0) for jacobians, targets in VARIANTS]
+    if transition_clip > 0:
+        chosen.insert(1, ("simulator", "dynamics", transition_clip))
+    return [v for v in chosen if only is None or v[0] == only]
+
+
+def config(env: str, jacobians: str, targets: str, clip: float, iterations: int) -> Config:
+    """svg1_er with ``other_tasks.toml``'s settings, ``iterations`` iterations a chunk."""
+    options = {"actions": "fresh", "targets": targets}
+    return Config(
+        env=env,
+        algo="svg1_er",
+        jacobians=jacobians,
+        critic_n_step=5,
+        algo_options={**options, "transition_clip": clip} if clip else options,
+        iterations=iterations * 3,
+        chunks=3,
+    )
+
+
+def time_chunk(config: Config, diagnostics: bool = False) -> tuple[float, float, dict]:
+    """Compile ``config``'s chunk for 5 seeds, run it once to warm up and twice timed:
+    (compile seconds, the faster timed run's seconds per iteration, its metrics)."""
+    hp = Hyperparams(entropy_coef=0.01, tau=0.05, policy_lr=1e-3, model_lr=3e-3).as_arrays()
+    start = time.perf_counter()
+    init, chunk, _ = compiled(config, hp, SEEDS, diagnostics=diagnostics)
+    state = init(jax.random.split(jax.random.key(0), SEEDS), hp)
+    chunk = chunk.lower(state, hp).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = chunk(state, hp)  # warm-up
+    jax.block_until_ready(state)
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        state, metrics = chunk(state, hp)
+        jax.block_until_ready(state)
+        best = min(best, time.perf_counter() - start)
+    return compile_s, best / (config.iterations // config.chunks), metrics
 
 
 def main() -> None:
@@ -49,37 +92,10 @@ def main() -> None:
         help="time whole chunks with their end-of-chunk diagnostics",
     )
     args = parser.parse_args()
-    variants = [(jacobians, targets, 0.0) for jacobians, targets in VARIANTS]
-    if args.transition_clip > 0:
-        variants.insert(1, ("simulator", "dynamics", args.transition_clip))
-    if args.only:
-        variants = [v for v in variants if v[0] == args.only]
-    for jacobians, targets, clip in variants:
-        options = {"actions": "fresh", "targets": targets}
-        config = Config(
-            env=args.env,
-            algo="svg1_er",
-            jacobians=jacobians,
-            critic_n_step=5,
-            algo_options={**options, "transition_clip": clip} if clip else options,
-            iterations=args.iterations * 3,
-            chunks=3,
+    for jacobians, targets, clip in variants(args.transition_clip, args.only):
+        compile_s, per_iteration, _ = time_chunk(
+            config(args.env, jacobians, targets, clip, args.iterations), args.with_diagnostics
         )
-        hp = Hyperparams(entropy_coef=0.01, tau=0.05, policy_lr=1e-3, model_lr=3e-3).as_arrays()
-        start = time.perf_counter()
-        init, chunk, _ = compiled(config, hp, 5, diagnostics=args.with_diagnostics)
-        state = init(jax.random.split(jax.random.key(0), 5), hp)
-        chunk = chunk.lower(state, hp).compile()
-        compile_s = time.perf_counter() - start
-        state, _ = chunk(state, hp)  # warm-up
-        jax.block_until_ready(state)
-        best = float("inf")
-        for _ in range(2):
-            start = time.perf_counter()
-            state, _ = chunk(state, hp)
-            jax.block_until_ready(state)
-            best = min(best, time.perf_counter() - start)
-        per_iteration = best / args.iterations
         print(
             f"{args.env} {jacobians:9s} targets={targets:8s} clip={clip:<4g} "
             f"{'with diagnostics ' if args.with_diagnostics else ''}"
