@@ -502,6 +502,9 @@ def summarise(per_seed: list[dict]) -> dict:
     * ``cosine``, ``cosine_spread``: the mean and standard deviation over seeds of a
       seed's mean cosine between a batch's estimate and the reference (spread
       ``None`` with one seed);
+    * ``cosine_corrected``, ``cosine_standard_error``: the mean over seeds of a seed's
+      noise-corrected cosine (:func:`svgx.diagnostics.corrected_cosine`; each seed has
+      its own reference) and that mean's standard error;
     * ``cosine_of_mean``, ``relative_bias``, ``bias_standard_error``,
       ``relative_variance``, ``reference_standard_error``: means over seeds of the
       per-seed values of :class:`~svgx.diagnostics.Diagnosis` (``bias_standard_error``
@@ -528,9 +531,12 @@ def summarise(per_seed: list[dict]) -> dict:
         "jacobian_error_a",
         "jacobian_cosine",
     )
+    errors = np.array([s["cosine_standard_error"] for s in per_seed], float)
     return dict(
         cosine=float(cosines.mean()),
         cosine_spread=float(cosines.std(ddof=1)) if len(cosines) > 1 else None,
+        cosine_corrected=float(np.mean(np.array([s["cosine_corrected"] for s in per_seed], float))),
+        cosine_standard_error=float(np.sqrt((errors**2).sum()) / len(errors)),
         **{
             name: float(np.mean([s[name] for s in per_seed]))
             for name in names
@@ -677,7 +683,10 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
         lines += [f"**{note}**", ""]
     lines.append(
         "cosine: mean over seeds of the mean cosine between a batch's estimate and the "
-        "reference gradient (± its standard deviation over seeds); rel. bias: "
+        "reference gradient (± its standard deviation over seeds); corrected cosine: the "
+        "same with the sampled reference's noise taken out of its norm (± its standard "
+        "error; — in cells recorded before it existed, n/a where the reference cannot tell "
+        "the gradient from zero); rel. bias: "
         "|mean estimate − reference| / |reference| (± its Monte-Carlo standard error); "
         "rel. variance: Σ_i Var(estimate_i) / |reference|²; model columns (learned "
         f"Jacobians): on {HELD_OUT_TRANSITIONS} held-out on-policy transitions, the relative "
@@ -696,7 +705,7 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
         )
         lines.append("")
         names = [HEADERS.get(c, c) for c in columns]
-        names += ["cosine", "cos. of mean", "rel. bias", "rel. variance"]
+        names += ["cosine", "corrected cosine", "cos. of mean", "rel. bias", "rel. variance"]
         names += ["Jacobian error s", "Jacobian error a", "model MSE", "seconds"]
         lines.append("| " + " | ".join(names) + " |")
         lines.append("|" + "---|" * len(names))
@@ -717,6 +726,7 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
                 spread += f" ({r['nonfinite_seeds']} seed(s) non-finite)"
             values += [
                 _cosine(r["cosine"]) + spread,
+                _corrected(r),
                 _cosine(r.get("cosine_of_mean")),
                 f"{_number(r.get('relative_bias'))} ± {_number(r.get('bias_standard_error'), 2)}",
                 _number(r.get("relative_variance")),
@@ -727,6 +737,17 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
             ]
             lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _corrected(record: dict) -> str:
+    """The noise-corrected cosine ± its standard error, ``—`` for a cell recorded before it
+    existed, ``n/a`` where a seed's reference could not tell the gradient from zero."""
+    if "cosine_corrected" not in record:
+        return "—"
+    if record["cosine_corrected"] is None:
+        return "n/a"
+    error = record["cosine_standard_error"]
+    return f"{record['cosine_corrected']:.2f} ± {'n/a' if error is None else f'{error:.2g}'}"
 
 
 def _group(cell: dict) -> dict:

@@ -14,6 +14,14 @@ It reports the mean cosine similarity of a batch's estimate to the reference,
 the relative bias ``|E ĝ − g| / |g|`` (with its Monte-Carlo standard error) and
 the variance over batches (``Σ_i Var ĝ_i``, also relative to ``|g|²``).
 
+A sampled reference's noise pulls every cosine towards zero: against a reference
+of relative standard error ``ε`` even the true gradient has cosine about
+``1 / √(1 + ε²)``. So the diagnosis also gives the noise-corrected cosine, the same
+mean with ``|g|`` estimated without bias (``|ḡ|² − tr S / m`` over the reference's
+``m`` chunks of episodes, sample covariance ``S``) in place of ``|ḡ|``, with a
+standard error from the batches and a jackknife over the reference's chunks
+(:func:`corrected_cosine`).
+
 Each estimator is a training algorithm's (:data:`ESTIMATORS` says whose, and
 :mod:`svgx.algorithms` whether it uses dynamics), applied to on-policy episodes
 and put on the scale of ``∇θ J`` per episode: SVG(k) uses the
@@ -238,6 +246,9 @@ class DiagnoseConfig:
 class Diagnosis:
     """Attributes:
     cosine: mean over batches of cos(batch estimate, reference).
+    cosine_corrected: the same mean with the reference's noise taken out of ``|g|``
+        (:func:`corrected_cosine`; NaN when the reference cannot tell ``g`` from zero).
+    cosine_standard_error: its standard error, from the batches and the reference.
     cosine_of_mean: cos(mean estimate, reference).
     relative_bias: |mean estimate − reference| / |reference|.
     bias_standard_error: the Monte-Carlo standard error of relative_bias's numerator, over
@@ -250,6 +261,8 @@ class Diagnosis:
     """
 
     cosine: float
+    cosine_corrected: float
+    cosine_standard_error: float
     cosine_of_mean: float
     relative_bias: float
     bias_standard_error: float
@@ -298,11 +311,25 @@ def make_policy(env, config: DiagnoseConfig, key: PRNGKeyArray) -> GaussianPolic
     )
 
 
-def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array, float]:
-    """``(∇θ J, relative standard error)``: exact for lqg, else sampled BPTT."""
+class Reference(NamedTuple):
+    """A policy's true gradient ``∇θ J``: exact (lqg), or sampled in chunks of episodes."""
+
+    gradient: Float[Array, " n"]  # exact, or the mean of the chunks
+    standard_error: float  # relative standard error of the mean (0 if exact)
+    chunks: Float[Array, "m n"] | None = None  # a sampled reference's per-chunk means
+
+
+def reference_gradient(env, policy, config: DiagnoseConfig, key) -> Reference:
+    """Exact for lqg, else :func:`sampled_reference`."""
     if env.name == "lqg":
-        return _exact_gradient(env, policy, config.gamma), 0.0
-    chunks = max(1, config.reference_samples // config.samples)
+        return Reference(_exact_gradient(env, policy, config.gamma), 0.0)
+    return sampled_reference(env, policy, config, key)
+
+
+def sampled_reference(env, policy, config: DiagnoseConfig, key) -> Reference:
+    """BPTT through the simulator on ``reference_samples`` fresh episodes, in chunks of
+    ``samples`` (at least two, so that its error can be estimated)."""
+    chunks = max(2, config.reference_samples // config.samples)
     grads = jnp.stack(
         [
             _sampled_true_gradient(
@@ -313,7 +340,7 @@ def reference_gradient(env, policy, config: DiagnoseConfig, key) -> tuple[Array,
     )
     mean = grads.mean(0)
     stderr = jnp.sqrt(grads.var(0, ddof=1).sum() / chunks) / jnp.linalg.norm(mean)
-    return mean, float(stderr)
+    return Reference(mean, float(stderr), grads)
 
 
 @eqx.filter_jit
@@ -581,7 +608,7 @@ def diagnose(
     config: DiagnoseConfig,
     *,
     policy: GaussianPolicy | None = None,
-    reference: tuple[Array, float] | None = None,
+    reference: Reference | None = None,
     model: DynamicsModel | None = None,
 ) -> Diagnosis:
     """Runs the diagnosis described in the module docstring.
@@ -592,8 +619,8 @@ def diagnose(
     ``Keys.of(config.seed)``:
 
     * ``policy``: the policy to diagnose (default: :func:`make_policy` with ``Keys.policy``);
-    * ``reference``: ``(∇θ J, relative standard error)`` of that policy, from
-      :func:`reference_gradient` with ``Keys.reference``;
+    * ``reference``: that policy's :class:`Reference`, from :func:`reference_gradient`
+      with ``Keys.reference``;
     * ``model``: with ``jacobians="learned"``, the model :func:`fit_model` fits with
       ``Keys.model``.
     """
@@ -606,7 +633,6 @@ def diagnose(
         policy = make_policy(env, config, keys.policy)
     if reference is None:
         reference = reference_gradient(env, policy, config, keys.reference)
-    reference, reference_se = reference
 
     if model is None and config.jacobians == "learned":
         model = fit_model(env, policy, config, keys.model)
@@ -623,7 +649,7 @@ def diagnose(
     grads = np.asarray(
         estimates(env, policy, config, batch_keys, dynamics=dynamics, value=value, q=q)
     )
-    return summarise(grads, np.asarray(reference), reference_se, time.perf_counter() - start)
+    return summarise(grads, reference, time.perf_counter() - start)
 
 
 def model_errors(
@@ -674,12 +700,13 @@ PROGRAMS = (
 )
 
 
-def summarise(
-    grads: np.ndarray, reference: np.ndarray, reference_se: float, seconds: float
-) -> Diagnosis:
+def summarise(grads: np.ndarray, reference: Reference, seconds: float) -> Diagnosis:
     """The statistics of :class:`Diagnosis` from per-batch estimates ``[batches, n_θ]``."""
     if not np.isfinite(grads).all():
         raise FloatingPointError("a gradient estimate is not finite")
+    reference_se = reference.standard_error
+    chunks = None if reference.chunks is None else np.asarray(reference.chunks, np.float64)
+    reference = np.asarray(reference.gradient)
     ref_norm = float(np.linalg.norm(reference))
     mean = grads.mean(0)
 
@@ -687,8 +714,11 @@ def summarise(
         return float(x @ reference / (np.linalg.norm(x) * ref_norm + 1e-30))
 
     variance = float(grads.var(0, ddof=1).sum())
+    corrected, corrected_se = corrected_cosine(grads, reference if chunks is None else chunks)
     return Diagnosis(
         cosine=float(np.mean([cos(g) for g in grads])),
+        cosine_corrected=corrected,
+        cosine_standard_error=corrected_se,
         cosine_of_mean=cos(mean),
         relative_bias=float(np.linalg.norm(mean - reference)) / ref_norm,
         bias_standard_error=math.sqrt(variance / len(grads)) / ref_norm,
@@ -698,3 +728,44 @@ def summarise(
         reference_standard_error=reference_se,
         seconds=seconds,
     )
+
+
+def corrected_cosine(grads: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """The mean cosine between the batches' estimates ``grads [B, n]`` and the true
+    gradient ``g``, with its standard error.
+
+    ``reference`` is ``g`` itself (``[n]``, exact) or ``m ≥ 2`` independent, equally
+    sized chunk means of a sampled reference (``[m, n]``). Then the mean of the unit
+    estimates ``ū`` is projected on the chunks' mean ``ḡ``, which is unbiased for
+    ``ū·g``, and divided by ``√(|ḡ|² − tr S / m)``, which estimates ``|g|`` without the
+    reference noise's ``tr Σ / m`` (``S``: the chunks' sample covariance). The error
+    combines the batches' (their corrected cosines' standard deviation over ``√B``)
+    with the reference's (a jackknife over its chunks). NaN when ``|ḡ|² ≤ tr S / m``:
+    the reference cannot tell ``g`` from zero.
+    """
+    grads = np.asarray(grads, np.float64)
+    units = grads / (np.linalg.norm(grads, axis=1, keepdims=True) + 1e-300)
+    if reference.ndim == 1:
+        per_batch = units @ (reference / np.linalg.norm(reference))
+        return float(per_batch.mean()), float(per_batch.std(ddof=1) / math.sqrt(len(units)))
+
+    def corrected(chunks):
+        mean = chunks.mean(0)
+        squared_norm = mean @ mean - chunks.var(0, ddof=1).sum() / len(chunks)
+        if squared_norm <= 0:
+            return None
+        return units @ mean / math.sqrt(squared_norm)
+
+    per_batch = corrected(reference)
+    if per_batch is None:
+        return math.nan, math.nan
+    m = len(reference)
+    leave_one_out = [corrected(np.delete(reference, j, axis=0)) for j in range(m)]
+    if any(c is None for c in leave_one_out):
+        return float(per_batch.mean()), math.nan
+    jackknife = np.array([c.mean() for c in leave_one_out])
+    reference_variance = (m - 1) / m * ((jackknife - jackknife.mean()) ** 2).sum()
+    batch_variance = per_batch.var(ddof=1) / len(units)
+    # the ratio's bias (of order 1/m), removed by the jackknife
+    value = m * per_batch.mean() - (m - 1) * jackknife.mean()
+    return float(value), float(math.sqrt(reference_variance + batch_variance))

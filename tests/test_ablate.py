@@ -131,14 +131,27 @@ def test_a_tiny_lqg_grid_fills_its_table_and_heat_map(tiny):
     table = (out / ablate.TABLE).read_text()
     rows = [line for line in table.splitlines() if line.startswith("| initial |")]
     assert len(rows) == 6
+    assert "| cosine | corrected cosine | cos. of mean |" in table
+    # A cell recorded before the corrected cosine existed, and one whose reference was
+    # indistinguishable from zero.
+    assert ablate._corrected({"cosine": 0.5}) == "—"
+    assert ablate._corrected({"cosine_corrected": None, "cosine_standard_error": None}) == "n/a"
+    assert ablate._corrected({"cosine_corrected": 0.4, "cosine_standard_error": 0.05}) == (
+        "0.40 ± 0.05"
+    )
     assert (out / "heatmap-lqg-initial-n200.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     for record in records:
         cell, per_seed = record["cell"], record["per_seed"]
         assert [s["seed"] for s in per_seed] == [0, 1]
         assert record["cosine"] == pytest.approx(np.mean([s["cosine"] for s in per_seed]))
-        # One exact reference per seed, whatever the estimator.
+        # One exact reference per seed, whatever the estimator: nothing to correct.
         assert per_seed[0]["reference_standard_error"] == 0.0
+        for s in per_seed:
+            assert s["cosine_corrected"] == pytest.approx(s["cosine"])
+        errors = [s["cosine_standard_error"] for s in per_seed]
+        assert record["cosine_standard_error"] == pytest.approx(np.hypot(*errors) / 2)
+        assert record["cosine_corrected"] == pytest.approx(record["cosine"])
         if cell["jacobians"] == "simulator":
             # Unbiased with the simulator's Jacobians and the exact critic.
             assert all(s["cosine_of_mean"] >= 0.99 for s in per_seed), record
