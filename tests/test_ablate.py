@@ -439,3 +439,14 @@ def test_the_full_grid_file_parses_into_51_cells_per_task():
     assert {(c.fields["model_hidden"], c.fields["model_transitions"]) for c in learned} == {
         (h, n) for h in (5, 10, 20) for n in (1000, 10000, 100000)
     }
+
+
+def test_the_initial_policy_grid_files_parse():
+    """The grids that need no training run (the trained_*.toml ones are checked above)."""
+    folder = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "ablation"
+    for name in ("lqg.toml", "paper.toml", "swimmer3_h100.toml"):
+        assert ablate.parse((folder / name).read_text(), name), name
+    cells = ablate.parse((folder / "swimmer3_reference.toml").read_text())
+    # SVG(0) once; SVG(1), SVG(5), SVG(∞) x (the simulator + widths 5 and 20)
+    assert len(cells) == 10 and len({c.key for c in cells}) == 10
+    assert {c.fields["reference_samples"] for c in cells} == {8192}
