@@ -55,6 +55,7 @@ on 256 held-out on-policy transitions (:func:`svgx.diagnostics.model_errors`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -80,7 +81,7 @@ from svgx.diagnostics import ESTIMATORS, DiagnoseConfig, Keys
 from svgx.io import atomic_write_bytes, atomic_write_text
 from svgx.policy import GaussianPolicy
 
-CELLS, TABLE = "cells.jsonl", "ablation.md"
+CELLS, TABLE, REFERENCES = "cells.jsonl", "ablation.md", "references"
 HELD_OUT_TRANSITIONS = 256
 # DiagnoseConfig fields a grid sets otherwise (model_transitions, seeds and seed).
 REPLACED = ("model_samples", "seed")
@@ -408,10 +409,41 @@ def load_policy(path: str | pathlib.Path, seed: int = 0) -> GaussianPolicy:
 
 class _Shared:
     """What cells share for a seed, computed once per invocation: the task, the policy,
-    the reference gradient, and a fitted model with its errors."""
+    the reference gradient, and a fitted model with its errors. With a ``folder``,
+    reference gradients are also saved there and read back by later invocations (a
+    long task's references are most of its cells' cost, and a resumed grid needs them
+    again)."""
 
-    def __init__(self):
+    def __init__(self, folder: pathlib.Path | None = None):
         self.memo: dict = {}
+        self.folder = folder
+
+    def reference(self, key: tuple, make: Callable) -> diagnostics.Reference:
+        """The reference of ``key``: from this invocation, from ``folder``, or ``make()``."""
+        if key in self.memo:
+            return self.memo[key]
+        file = None
+        if self.folder is not None:
+            name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
+            file = self.folder / f"{name}.npz"
+        if file is not None and file.is_file():
+            with np.load(file) as saved:
+                reference = diagnostics.Reference(
+                    jnp.asarray(saved["gradient"]),
+                    float(saved["standard_error"]),
+                    jnp.asarray(saved["chunks"]) if "chunks" in saved else None,
+                )
+        else:
+            reference = make()
+            if file is not None:
+                arrays = dict(gradient=reference.gradient, standard_error=reference.standard_error)
+                if reference.chunks is not None:
+                    arrays["chunks"] = reference.chunks
+                buffer = io.BytesIO()
+                np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+                atomic_write_bytes(file, buffer.getvalue())
+        self.memo[key] = reference
+        return reference
 
     def get(self, key, make: Callable):
         if key not in self.memo:
@@ -430,8 +462,8 @@ class _Shared:
             make = lambda: load_policy(cell.policy, cell.fields["policy_seed"])  # noqa: E731
         policy = self.get(policy_key, make)
         sampling = (config.gamma, config.samples, config.reference_samples, config.seed)
-        reference = self.get(
-            ("reference", policy_key, env_key, *sampling),
+        reference = self.reference(
+            ("reference", *policy_key, *_version(cell.policy), *env_key, *sampling),
             lambda: diagnostics.reference_gradient(env, policy, config, keys.reference),
         )
         parts = dict(env=env, policy=policy, reference=reference)
@@ -442,6 +474,16 @@ class _Shared:
                 lambda: fit_and_measure(env, policy, config, keys.model),
             )
         return parts
+
+
+def _version(policy: str) -> tuple:
+    """What tells a policy file's versions apart (a run trained again rewrites it): its
+    size and modification time; nothing for the initial policy."""
+    if policy == "initial":
+        return ()
+    run, snapshot = run_of(policy)
+    stat = (snapshot or run / rundir.CHECKPOINT).stat()
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 def fit_and_measure(env, policy, config: DiagnoseConfig, key) -> tuple:
@@ -597,7 +639,7 @@ def run_grid(
     cells = parse(path.read_text(), str(path))
     out = pathlib.Path(out) if out else path.with_suffix("")
     done = read_cells(out)
-    shared = _Shared()
+    shared = _Shared(out / REFERENCES)
     for index, cell in enumerate(cells, 1):
         if cell.key in done or report_only:
             continue

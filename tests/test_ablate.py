@@ -8,6 +8,7 @@ policies from ``svgx train`` run directories."""
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import shutil
 import tomllib
@@ -208,7 +209,18 @@ def test_rerunning_skips_finished_cells_and_recomputes_only_an_unfinished_one(
     assert "5 of the grid's 6 cells are finished" in table
     released = []  # compiled programs are released after each cell run (svgx.cache)
     monkeypatch.setattr(ablate, "release_compiled_programs", lambda: released.append(1))
+    # The first run saved each seed's reference gradient; the resumed cell reads them.
+    saved = sorted((out / ablate.REFERENCES).glob("*.npz"))
+    assert len(saved) == 2
+    computed = []
+    reference_gradient = diagnostics.reference_gradient
+    monkeypatch.setattr(
+        diagnostics,
+        "reference_gradient",
+        lambda *args: computed.append(1) or reference_gradient(*args),
+    )
     records = ablate.run_grid(grid, out, progress=lambda line: None)
+    assert computed == [] and sorted((out / ablate.REFERENCES).glob("*.npz")) == saved
     assert released == [1]
     assert "--report-only" not in (out / ablate.TABLE).read_text()
     assert len(calls) == 2  # that cell's two seeds, nothing else
@@ -216,6 +228,7 @@ def test_rerunning_skips_finished_cells_and_recomputes_only_an_unfinished_one(
     after = (out / ablate.CELLS).read_text().splitlines(keepends=True)
     assert after[:-1] == lines[:-1]
     assert json.loads(after[-1])["cell"] == json.loads(lines[-1])["cell"]
+    assert json.loads(after[-1])["cosine"] == pytest.approx(json.loads(lines[-1])["cosine"])
     assert len(records) == 6
 
 
@@ -378,6 +391,12 @@ def test_a_policy_from_a_training_run_is_diagnosed(tmp_path):
     maps = sorted(p.name for p in (tmp_path / "trained").glob("heatmap-*.png"))
     assert f"heatmap-lqg-run-{steps_per_chunk}steps-seed1-simulator.png" in maps, maps
     assert "heatmap-lqg-run-seed1-simulator.png" in maps, maps
+    # One saved reference per policy and seed; a policy file written again (a run trained
+    # again) is another version, whose reference a later grid computes anew.
+    assert len(list((tmp_path / "trained" / ablate.REFERENCES).glob("*.npz"))) == 5
+    version = ablate._version(str(first))
+    os.utime(first, ns=(0, first.stat().st_mtime_ns + 1))
+    assert ablate._version(str(first)) != version and ablate._version("initial") == ()
 
 
 def test_a_policy_from_a_run_of_another_task_is_an_error_naming_both(tmp_path):
