@@ -615,9 +615,20 @@ def read_cells(out: str | pathlib.Path) -> dict[str, dict]:
 
 
 def _append(file: pathlib.Path, record: dict) -> None:
-    """Adds one line to ``file``, writing the whole file anew (write-then-rename)."""
-    text = file.read_text() if file.is_file() else ""
-    atomic_write_text(file, text + json.dumps(record) + "\n")
+    """Adds one line to ``file`` in place of any with the same cell, writing the whole
+    file anew (write-then-rename)."""
+    key = json.dumps(record["cell"], sort_keys=True)
+    lines = file.read_text().splitlines() if file.is_file() else []
+    kept = [line for line in lines if json.dumps(json.loads(line)["cell"], sort_keys=True) != key]
+    atomic_write_text(file, "".join(line + "\n" for line in [*kept, json.dumps(record)]))
+
+
+def _finished(cell: Cell, done: dict[str, dict]) -> bool:
+    """Whether ``done`` holds the cell with the seeds the grid asks for now (a grid whose
+    ``seeds`` or ``seed`` changed runs its cells again)."""
+    record = done.get(cell.key)
+    wanted = list(range(cell.config.seed, cell.config.seed + cell.seeds))
+    return record is not None and [s["seed"] for s in record["per_seed"]] == wanted
 
 
 def run_grid(
@@ -641,7 +652,7 @@ def run_grid(
     done = read_cells(out)
     shared = _Shared(out / REFERENCES)
     for index, cell in enumerate(cells, 1):
-        if cell.key in done or report_only:
+        if _finished(cell, done) or report_only:
             continue
         record = run_cell(cell, shared)
         release_compiled_programs()  # one cell's programs at a time
@@ -653,11 +664,11 @@ def run_grid(
             f"[{index}/{len(cells)}] {cell.label}: cosine {_cosine(record['cosine'])} "
             f"({record['seconds']:.1f} s{failed})"
         )
-    records = [done[cell.key] for cell in cells if cell.key in done]
+    records = [done[cell.key] for cell in cells if _finished(cell, done)]
     command = f"svgx ablate {path} --out {out}"
     if len(records) < len(cells):
         command += " --report-only"
-        unfinished = [cell for cell in cells if cell.key not in done]
+        unfinished = [cell for cell in cells if not _finished(cell, done)]
         note = (
             f"{len(records)} of the grid's {len(cells)} cells are finished; the table shows "
             f"those. The next unfinished cell: {unfinished[0].label}. The same command "

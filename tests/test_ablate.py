@@ -469,3 +469,26 @@ def test_the_initial_policy_grid_files_parse():
     # SVG(0) once; SVG(1), SVG(5), SVG(∞) x (the simulator + widths 5 and 20)
     assert len(cells) == 10 and len({c.key for c in cells}) == 10
     assert {c.fields["reference_samples"] for c in cells} == {8192}
+
+
+def test_a_grid_asking_for_other_seeds_runs_its_cells_again(tiny, tmp_path, monkeypatch):
+    """A cell recorded with seeds 0 and 1 is not finished for a grid that asks for 3
+    seeds (or starts at seed 1); running it again replaces its line in cells.jsonl."""
+    grid, finished, _ = tiny
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    cells = cells_of(grid.read_text())
+    done = ablate.read_cells(out)
+    assert all(ablate._finished(cell, done) for cell in cells)
+    for change in ("seeds = 3", "seeds = 2\nseed = 1"):
+        other = cells_of(grid.read_text().replace("seeds = 2", change))
+        assert not any(ablate._finished(cell, done) for cell in other), change
+    three = tmp_path / "three.toml"
+    three.write_text(grid.read_text().replace("seeds = 2", "seeds = 3"))
+    with pytest.raises(ValueError, match="no finished cell"):
+        ablate.run_grid(three, out, report_only=True, progress=lambda line: None)
+    record = json.loads((out / ablate.CELLS).read_text().splitlines()[0])
+    ablate._append(out / ablate.CELLS, dict(record, cosine=0.5))
+    lines = (out / ablate.CELLS).read_text().splitlines()
+    assert len(lines) == 6 and json.loads(lines[-1])["cosine"] == 0.5
+    assert json.loads(lines[-1])["cell"] == record["cell"]
