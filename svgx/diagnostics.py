@@ -18,9 +18,9 @@ A sampled reference's noise pulls every cosine towards zero: against a reference
 of relative standard error ``ε`` even the true gradient has cosine about
 ``1 / √(1 + ε²)``. So the diagnosis also gives the noise-corrected cosine, the same
 mean with ``|g|`` estimated without bias (``|ḡ|² − tr S / m`` over the reference's
-``m`` chunks of episodes, sample covariance ``S``) in place of ``|ḡ|``, with a
-standard error from the batches and a jackknife over the reference's chunks
-(:func:`corrected_cosine`).
+``m`` chunks of episodes, sample covariance ``S``) in place of ``|ḡ|``, its bias
+removed and its standard error estimated by a jackknife over the reference's chunks
+and the batches (:func:`corrected_cosine`).
 
 Each estimator is a training algorithm's (:data:`ESTIMATORS` says whose, and
 :mod:`svgx.algorithms` whether it uses dynamics), applied to on-policy episodes
@@ -738,10 +738,12 @@ def corrected_cosine(grads: np.ndarray, reference: np.ndarray) -> tuple[float, f
     sized chunk means of a sampled reference (``[m, n]``). Then the mean of the unit
     estimates ``ū`` is projected on the chunks' mean ``ḡ``, which is unbiased for
     ``ū·g``, and divided by ``√(|ḡ|² − tr S / m)``, which estimates ``|g|`` without the
-    reference noise's ``tr Σ / m`` (``S``: the chunks' sample covariance). The error
-    combines the batches' (their corrected cosines' standard deviation over ``√B``)
-    with the reference's (a jackknife over its chunks). NaN when ``|ḡ|² ≤ tr S / m``:
-    the reference cannot tell ``g`` from zero.
+    reference noise's ``tr Σ / m`` (``S``: the chunks' sample covariance). A jackknife
+    over the chunks removes that ratio's bias (of order ``1/m``) and gives the
+    reference's share of the standard error; the batches' share is their corrected
+    cosines' standard deviation over ``√B``. NaN when ``|ḡ|² ≤ tr S / m``: the
+    reference cannot tell ``g`` from zero (and a NaN error when a chunk left out makes
+    it so).
     """
     grads = np.asarray(grads, np.float64)
     units = grads / (np.linalg.norm(grads, axis=1, keepdims=True) + 1e-300)
@@ -766,6 +768,5 @@ def corrected_cosine(grads: np.ndarray, reference: np.ndarray) -> tuple[float, f
     jackknife = np.array([c.mean() for c in leave_one_out])
     reference_variance = (m - 1) / m * ((jackknife - jackknife.mean()) ** 2).sum()
     batch_variance = per_batch.var(ddof=1) / len(units)
-    # the ratio's bias (of order 1/m), removed by the jackknife
-    value = m * per_batch.mean() - (m - 1) * jackknife.mean()
+    value = m * per_batch.mean() - (m - 1) * jackknife.mean()  # bias-corrected
     return float(value), float(math.sqrt(reference_variance + batch_variance))
