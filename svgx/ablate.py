@@ -414,9 +414,10 @@ class _Shared:
     long task's references are most of its cells' cost, and a resumed grid needs them
     again)."""
 
-    def __init__(self, folder: pathlib.Path | None = None):
+    def __init__(self, folder: pathlib.Path | None = None, compute: bool = True):
         self.memo: dict = {}
         self.folder = folder
+        self.compute = compute  # False: a reference not saved in folder is a LookupError
 
     def reference(self, key: tuple, make: Callable) -> diagnostics.Reference:
         """The reference of ``key``: from this invocation, from ``folder``, or ``make()``."""
@@ -426,6 +427,8 @@ class _Shared:
         if self.folder is not None:
             name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
             file = self.folder / f"{name}.npz"
+        if not self.compute and (file is None or not file.is_file()):
+            raise LookupError(f"no saved reference gradient for {key}")
         if file is not None and file.is_file():
             with np.load(file) as saved:
                 reference = diagnostics.Reference(
