@@ -379,11 +379,15 @@ def reinforce_loss(
     """REINFORCE with a baseline over whole episodes (leaves ``[batch, T, …]``):
     ``∇θ = mean_episodes Σ_t γ^t (G_t − b_t) ∇θ log π(a_t|s_t)``.
 
-    The baseline is ``V(s_t, t)`` when given, else the batch's mean return-to-go at ``t``.
+    The baseline is ``V(s_t, t)`` when given, else the mean return-to-go at ``t`` of the
+    batch's other episodes (leave-one-out: a baseline that does not depend on the
+    episode's own actions keeps the estimate unbiased; the plain batch mean would scale
+    it by ``1 − 1/n``), or none for a batch of one episode.
     """
     g = jax.vmap(lambda r: returns_to_go(r, gamma))(episodes.r)
+    n = g.shape[0]
     if baseline is None:
-        b = jnp.mean(g, axis=0, keepdims=True)
+        b = (jnp.sum(g, axis=0, keepdims=True) - g) / (n - 1) if n > 1 else jnp.zeros_like(g)
     else:
         b = jax.vmap(jax.vmap(baseline))(episodes.s, episodes.t)
     advantage = jax.lax.stop_gradient(g - b)

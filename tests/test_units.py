@@ -487,12 +487,13 @@ def test_reinforce_loss_with_a_value_baseline():
         np.testing.assert_allclose(loss, expected, rtol=1e-10)
 
 
-def test_reinforce_loss_with_the_batch_mean_baseline():
+def test_reinforce_loss_with_the_leave_one_out_baseline():
     with jax.enable_x64(True):
         # π: a = 0·s + 0 + η (so a − μ = a).  Two episodes, γ = 1:
         #   ep 1: s = (1, 1),  a = (1, 1), r = (1, 1) -> G = (2, 1)
         #   ep 2: s = (2, −1), a = (1, 2), r = (0, 3) -> G = (3, 3)
-        #   b_t = mean over episodes = (2.5, 2);  A = (−0.5, −1) and (0.5, 1)
+        #   b_t = the other episode's G (leave-one-out): (3, 3) and (2, 1)
+        #   A = (−1, −2) and (1, 2)   (the batch mean (2.5, 2) would halve them: bias 1 − 1/n)
         policy = _policy_1d(0.0, 0.0, 1.0)
         episodes = _transitions(
             [[1.0, 1.0], [2.0, -1.0]],
@@ -502,10 +503,10 @@ def test_reinforce_loss_with_the_batch_mean_baseline():
             [[0, 1], [0, 1]],
         )
         estimate, aux = policy_gradient(estimators.reinforce_loss, policy, episodes, gamma=1.0)
-        # ∇k = mean_ep Σ_t A_t a_t = ((−0.5 − 1) + (0.5 + 2)) / 2 = 0.5   (6 with no baseline)
-        # ∇K = mean_ep Σ_t A_t a_t s_t = ((−0.5 − 1) + (1 − 2)) / 2 = −1.25
-        np.testing.assert_allclose(estimate.net.k, [0.5], rtol=1e-10)
-        np.testing.assert_allclose(estimate.net.K, [[-1.25]], rtol=1e-10)
+        # ∇k = mean_ep Σ_t A_t a_t = ((−1 − 2) + (1 + 4)) / 2 = 1   (6 with no baseline)
+        # ∇K = mean_ep Σ_t A_t a_t s_t = ((−1 − 2) + (2 − 4)) / 2 = −2.5
+        np.testing.assert_allclose(estimate.net.k, [1.0], rtol=1e-10)
+        np.testing.assert_allclose(estimate.net.K, [[-2.5]], rtol=1e-10)
         np.testing.assert_allclose(aux["return"], [2.0, 3.0], rtol=1e-12)
 
 
