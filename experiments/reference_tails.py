@@ -17,7 +17,6 @@ relative standard error without the largest chunk.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pathlib
 
 import numpy as np
@@ -52,27 +51,14 @@ def tails(chunks: np.ndarray) -> dict:
 
 
 def saved_tails(grid: pathlib.Path, out: pathlib.Path) -> list[dict]:
-    """One row per policy and seed of the grid: ``tails`` of its saved reference, or
+    """One row per task, policy and seed of the grid: ``tails`` of its saved reference, or
     ``missing=True`` where ``svgx ablate`` has not saved it yet."""
-    shared = ablate._Shared(out / ablate.REFERENCES, compute=False)
-    rows, seen = [], set()
-    for cell in ablate.parse(grid.read_text(), str(grid)):
-        if cell.fields["jacobians"] == "learned":
-            continue  # its parts would fit a model; another cell has the same reference
-        for seed in range(cell.config.seed, cell.config.seed + cell.seeds):
-            config = dataclasses.replace(cell.config, seed=seed)
-            identity = (cell.policy, cell.fields["policy_seed"], seed, config.env)
-            if identity in seen:
-                continue
-            seen.add(identity)
-            row = dict(env=config.env, policy=ablate._policy_label(cell.fields), seed=seed)
-            try:
-                reference = shared.parts(cell, config)["reference"]
-            except LookupError:
-                rows.append(dict(row, missing=True))
-                continue
-            if reference.chunks is None:  # exact (lqg): nothing sampled
-                continue
+    rows = []
+    for cell, seed, reference in ablate.references(grid, out):
+        row = dict(env=cell.fields["env"], policy=ablate.policy_label(cell.fields), seed=seed)
+        if reference is None:
+            rows.append(dict(row, missing=True))
+        else:
             rows.append(dict(row, **tails(np.asarray(reference.chunks))))
     return rows
 

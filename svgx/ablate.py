@@ -34,7 +34,8 @@ such as ``svg0``, gets one cell with no Jacobian source; with ``jacobians =
 ``model_steps`` the learned cells, ``policy_seed`` the run-directory policies,
 ``policy_std`` the initial policy, ``critic`` the estimators that read a critic
 (and ``critic_hidden``, ``critic_samples``, ``critic_steps`` those with a fitted
-one), ``reference_samples`` the sampled references (not ``lqg``'s exact one).
+one), ``reference_samples`` and ``reference_estimator`` the sampled references (not
+``lqg``'s exact one).
 A cell's key in ``cells.jsonl`` holds the values that apply to it (``null`` for
 the others). A learned cell fits its model on ``ceil(model_transitions / T)``
 episodes of its task's horizon ``T``.
@@ -221,6 +222,7 @@ def applicable(fields: dict) -> dict:
         critic_samples=fitted_critic,
         critic_steps=fitted_critic,
         reference_samples=fields["env"] != "lqg",
+        reference_estimator=fields["env"] != "lqg",
     )
     return {name: (v if applies.get(name, True) else None) for name, v in fields.items()}
 
@@ -453,7 +455,9 @@ class _Shared:
             self.memo[key] = make()
         return self.memo[key]
 
-    def parts(self, cell: Cell, config: DiagnoseConfig) -> dict:
+    def parts(self, cell: Cell, config: DiagnoseConfig, model: bool = True) -> dict:
+        """The task, the policy and its reference gradient for ``config``'s seed, and
+        with ``model`` a learned cell's model and its errors."""
         env_key = (config.env, json.dumps(config.env_options, sort_keys=True), config.horizon)
         env = self.get(("env", env_key), lambda: diagnostics.make_env(config))
         keys = Keys.of(config.seed)
@@ -465,18 +469,70 @@ class _Shared:
             make = lambda: load_policy(cell.policy, cell.fields["policy_seed"])  # noqa: E731
         policy = self.get(policy_key, make)
         sampling = (config.gamma, config.samples, config.reference_samples, config.seed)
+        if config.reference_estimator != "pathwise":  # the key of those saved before it existed
+            sampling += (config.reference_estimator,)
         reference = self.reference(
             ("reference", *policy_key, *_version(cell.policy), *env_key, *sampling),
             lambda: diagnostics.reference_gradient(env, policy, config, keys.reference),
         )
         parts = dict(env=env, policy=policy, reference=reference)
-        if config.jacobians == "learned":
+        if model and config.jacobians == "learned":
             model_key = (policy_key, env_key, config.model_hidden, config.model_samples)
             parts["model"], parts["model_errors"] = self.get(
                 ("model", *model_key, config.model_steps, config.seed),
                 lambda: fit_and_measure(env, policy, config, keys.model),
             )
         return parts
+
+
+# What a reference gradient depends on besides its policy.
+_REFERENCE_FIELDS = (
+    "env",
+    "env_options",
+    "horizon",
+    "gamma",
+    "samples",
+    "reference_samples",
+    "reference_estimator",
+    "seed",
+)
+
+
+def references(
+    file: str | pathlib.Path,
+    out: str | pathlib.Path | None = None,
+    *,
+    compute: bool = False,
+    **changes,
+) -> list[tuple[Cell, int, diagnostics.Reference | None]]:
+    """The sampled reference gradients of a grid: one per task, policy and diagnosis
+    seed, as ``(a cell that uses it, seed, reference)``. Read from ``out/references/``
+    (``out``: as :func:`run_grid`'s); where none is saved, computed and saved with
+    ``compute``, else ``None``. ``changes`` replace the grid's values of
+    :class:`~svgx.diagnostics.DiagnoseConfig` fields (``reference_estimator="score"``:
+    the same policies' likelihood-ratio references). Exact references (lqg) are left out."""
+    path = pathlib.Path(file)
+    out = pathlib.Path(out) if out is not None else path.with_suffix("")
+    shared = _Shared(out / REFERENCES, compute=compute)
+    found, seen = [], set()
+    for cell in parse(path.read_text(), str(path)):
+        if cell.fields["reference_samples"] is None:
+            continue
+        for seed in range(cell.config.seed, cell.config.seed + cell.seeds):
+            config = dataclasses.replace(cell.config, seed=seed, **changes)
+            identity = json.dumps(
+                [cell.policy, cell.fields["policy_seed"], cell.fields["policy_std"]]
+                + [getattr(config, name) for name in _REFERENCE_FIELDS]
+            )
+            if identity in seen:
+                continue
+            seen.add(identity)
+            try:
+                reference = shared.parts(cell, config, model=False)["reference"]
+            except LookupError:
+                reference = None
+            found.append((cell, seed, reference))
+    return found
 
 
 def _version(policy: str) -> tuple:
@@ -613,8 +669,20 @@ def read_cells(out: str | pathlib.Path) -> dict[str, dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             raise ValueError(f"{file}:{number}: not a JSON line; delete it to recompute") from None
+        record["cell"] = _with_defaults(record["cell"])
         records[json.dumps(record["cell"], sort_keys=True)] = record
     return records
+
+
+def _with_defaults(cell: dict) -> dict:
+    """A recorded cell with the grid keys added since it was written: each holds its
+    default where it applies (what the cell was computed with), else ``None``."""
+    missing = [name for name in AXES if name not in cell]
+    if not missing:
+        return cell
+    defaults = {f.name: f.default for f in dataclasses.fields(DiagnoseConfig) if f.name in KNOBS}
+    full = applicable({**defaults, **GRID_DEFAULTS, **cell})
+    return {**cell, **{name: full[name] for name in missing}}
 
 
 def _append(file: pathlib.Path, record: dict) -> None:
@@ -622,7 +690,11 @@ def _append(file: pathlib.Path, record: dict) -> None:
     file anew (write-then-rename)."""
     key = json.dumps(record["cell"], sort_keys=True)
     lines = file.read_text().splitlines() if file.is_file() else []
-    kept = [line for line in lines if json.dumps(json.loads(line)["cell"], sort_keys=True) != key]
+    kept = [
+        line
+        for line in lines
+        if json.dumps(_with_defaults(json.loads(line)["cell"]), sort_keys=True) != key
+    ]
     atomic_write_text(file, "".join(line + "\n" for line in [*kept, json.dumps(record)]))
 
 
@@ -774,7 +846,7 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
                 elif c == "jacobians":
                     values.append(cell["jacobians"] or "none")
                 elif c == "policy":
-                    values.append(_policy_label(cell))
+                    values.append(policy_label(cell))
                 else:
                     values.append("—" if cell[c] is None else str(cell[c]))
             spread = "" if r["cosine_spread"] is None else f" ± {r['cosine_spread']:.2g}"
@@ -816,7 +888,7 @@ def _covers(wide: dict, narrow: dict) -> bool:
     return all(v is None or wide[k] == v for k, v in narrow.items())
 
 
-def _policy_label(group: dict, file_name: bool = False) -> str:
+def policy_label(group: dict, file_name: bool = False) -> str:
     """``initial``, or the run's directory name, the snapshot's steps and the seed
     (``g01-cartpole-svg1_er after 30000 steps, seed 0``; in a file name
     ``g01-cartpole-svg1_er-30000steps-seed0``)."""
@@ -861,12 +933,12 @@ def heat_maps(records: list[dict]) -> dict[str, bytes]:
             chosen = [r for r in members if r["cell"]["model_transitions"] in (None, amount)]
             parts = [
                 group["env"],
-                _policy_label(group, file_name=True),
+                policy_label(group, file_name=True),
                 *(f"{k}{group[k]}" for k in varying),
             ]
             parts.append("simulator" if amount is None else f"n{amount}")
             name = re.sub(r"[^A-Za-z0-9.=_-]+", "_", "-".join(["heatmap", *parts])) + ".png"
-            title = f"{group['env']}: cosine to the reference\npolicy {_policy_label(group)}"
+            title = f"{group['env']}: cosine to the reference\npolicy {policy_label(group)}"
             title += "" if amount is None else f"\nmodel fitted on {amount} transitions"
             title += "".join(f", {k}={group[k]}" for k in varying)
             figures[name] = _heat_map(chosen, title)

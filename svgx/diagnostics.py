@@ -6,9 +6,14 @@ turns each into one estimate of ``∇θ J`` (``J = E Σ_t γ^t r_t``), and compa
 them with a reference gradient:
 
 * ``lqg``: the exact gradient (closed-form covariance propagation, no sampling);
-* any other task: back-propagation through the true simulator on many
-  fresh-noise episodes (SVG(∞) with simulator Jacobians on new data), whose
-  own standard error is reported.
+* any other task: a Monte-Carlo mean over many fresh episodes, whose own standard
+  error is reported: by default (``reference_estimator="pathwise"``) back-propagation
+  through the true simulator (SVG(∞) with simulator Jacobians on new data); with
+  ``"score"`` the likelihood-ratio estimator (REINFORCE with a leave-one-out baseline),
+  which needs no Jacobian at all. Both are unbiased for ``∇θ J``; the score
+  function's variance does not grow with the closed loop's sensitivity to its start,
+  so where back-propagated episodes are heavy-tailed (a chaotic closed loop) it is
+  the one whose mean can be read.
 
 It reports the mean cosine similarity of a batch's estimate to the reference,
 the relative bias ``|E ĝ − g| / |g|`` (with its Monte-Carlo standard error) and
@@ -63,6 +68,7 @@ from svgx.policy import GaussianPolicy, linear_gaussian_params, linear_policy, m
 from svgx.replay import Transition
 
 CRITICS = ("exact", "fitted")
+REFERENCE_ESTIMATORS = ("pathwise", "score")
 
 
 class Inputs(NamedTuple):
@@ -162,6 +168,8 @@ class DiagnoseConfig:
       samples: episodes per batch (one estimate per batch).
       batches: independent batches (for the variance and the bias).
       reference_samples: episodes for the reference gradient (tasks other than lqg).
+      reference_estimator: how a sampled reference is estimated: ``pathwise``
+        (back-propagation through the simulator) or ``score`` (likelihood ratio).
       horizon: episode length (None: the task's own).
       gamma: discount.
       critic: ``exact`` (lqg only) or ``fitted``; ``None`` picks exact for lqg.
@@ -181,6 +189,7 @@ class DiagnoseConfig:
     samples: int = 64
     batches: int = 8
     reference_samples: int = 1024
+    reference_estimator: Literal["pathwise", "score"] = "pathwise"
     horizon: int | None = None
     gamma: float = 1.0
     critic: Literal["exact", "fitted"] | None = None
@@ -209,6 +218,11 @@ class DiagnoseConfig:
             raise ValueError(
                 f"estimator {self.estimator!r} uses no dynamics, so jacobians='learned' "
                 f"means nothing; estimators with a Jacobian source: {', '.join(with_dynamics)}"
+            )
+        if self.reference_estimator not in REFERENCE_ESTIMATORS:
+            raise ValueError(
+                f"unknown reference_estimator {self.reference_estimator!r}; valid: "
+                f"{', '.join(REFERENCE_ESTIMATORS)}"
             )
         if self.critic is not None and self.critic not in CRITICS:
             raise ValueError(f"unknown critic {self.critic!r}; valid: {', '.join(CRITICS)}")
@@ -327,17 +341,22 @@ def reference_gradient(env, policy, config: DiagnoseConfig, key) -> Reference:
 
 
 def sampled_reference(env, policy, config: DiagnoseConfig, key) -> Reference:
-    """BPTT through the simulator on ``reference_samples`` fresh episodes, in chunks of
-    ``samples`` (at least two, so that its error can be estimated)."""
+    """``∇θ J`` estimated by ``config.reference_estimator`` on ``reference_samples`` fresh
+    episodes, in chunks of ``samples`` (at least two, so that its error can be estimated):
+    BPTT through the simulator (``pathwise``) or the likelihood ratio (``score``)."""
     chunks = max(2, config.reference_samples // config.samples)
-    grads = jnp.stack(
-        [
-            _sampled_true_gradient(
-                env, policy, make_dynamics("simulator", env), config.samples, config.gamma, k
-            )
-            for k in jax.random.split(key, chunks)
+    keys = jax.random.split(key, chunks)
+    if config.reference_estimator == "score":
+        grads = [
+            _sampled_score_gradient(env, policy, config.samples, config.gamma, k) for k in keys
         ]
-    )
+    else:
+        dynamics = make_dynamics("simulator", env)
+        grads = [
+            _sampled_true_gradient(env, policy, dynamics, config.samples, config.gamma, k)
+            for k in keys
+        ]
+    grads = jnp.stack(grads)
     mean = grads.mean(0)
     stderr = jnp.sqrt(grads.var(0, ddof=1).sum() / chunks) / jnp.linalg.norm(mean)
     return Reference(mean, float(stderr), grads)
@@ -362,6 +381,16 @@ def _sampled_true_gradient(env, policy, dynamics, samples, gamma, key):
     g, _ = estimators.policy_gradient(
         estimators.svg_loss, policy, dynamics, env.reward, None, data, gamma=gamma
     )
+    return flatten(g)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _sampled_score_gradient(env, policy, samples, gamma, key):
+    """The likelihood-ratio estimate of ``∇θ J`` on ``samples`` fresh episodes (REINFORCE
+    with the leave-one-out baseline: unbiased), flattened."""
+    data = rollout.episodes(env, policy, key, samples)
+    g, _ = estimators.policy_gradient(estimators.reinforce_loss, policy, data, gamma=gamma)
     return flatten(g)
 
 
@@ -692,6 +721,7 @@ def _model_errors(env, model, data, key):
 PROGRAMS = (
     _exact_gradient,
     _sampled_true_gradient,
+    _sampled_score_gradient,
     _estimates,
     _fit_model,
     _fit_critics,
@@ -770,3 +800,61 @@ def corrected_cosine(grads: np.ndarray, reference: np.ndarray) -> tuple[float, f
     batch_variance = per_batch.var(ddof=1) / len(units)
     value = m * per_batch.mean() - (m - 1) * jackknife.mean()  # bias-corrected
     return float(value), float(math.sqrt(reference_variance + batch_variance))
+
+
+def reference_agreement(a: Reference, b: Reference) -> tuple[float, float]:
+    """The cosine between the expectations of two references of the same policy's
+    gradient (two estimators of it, or one against the exact gradient), with its
+    standard error: two unbiased references agree at 1.
+
+    Each sampled reference's noise is taken out of its norm as in
+    :func:`corrected_cosine` (``|ḡ|² − tr S / m``); the product of two independent means
+    is unbiased for ``g_a · g_b`` as it is. A jackknife over each reference's chunks
+    removes the ratio's bias and gives the standard error. NaN when a reference cannot
+    tell its gradient from zero."""
+    parts = [(np.asarray(r.gradient, np.float64), _chunk_sums(r)) for r in (a, b)]
+
+    def cosine(means, squared_norms):
+        if min(squared_norms) <= 0:
+            return math.nan
+        return float(means[0] @ means[1] / math.sqrt(squared_norms[0] * squared_norms[1]))
+
+    means = [mean for mean, _ in parts]
+    norms = [_squared_norm(mean, sums) for mean, sums in parts]
+    value = cosine(means, norms)
+    if math.isnan(value):
+        return math.nan, math.nan
+    variance, corrected = 0.0, value
+    for i, (mean, sums) in enumerate(parts):
+        if sums is None:
+            continue
+        chunks, m = sums["chunks"], len(sums["chunks"])
+        loo_means = (m * mean - chunks) / (m - 1)  # [m, n]: each chunk left out
+        loo_sq = sums["squares"] - (chunks**2).sum(1)  # Σ|x|² without chunk j
+        loo_trace = (loo_sq - (m - 1) * (loo_means**2).sum(1)) / (m - 2)
+        loo_norms = (loo_means**2).sum(1) - loo_trace / (m - 1)
+        other = means[1 - i]
+        if (loo_norms <= 0).any():
+            return value, math.nan
+        jackknife = loo_means @ other / np.sqrt(loo_norms * norms[1 - i])
+        variance += (m - 1) / m * ((jackknife - jackknife.mean()) ** 2).sum()
+        corrected -= (m - 1) * (jackknife.mean() - value)
+    return float(corrected), float(math.sqrt(variance))
+
+
+def _chunk_sums(reference: Reference) -> dict | None:
+    if reference.chunks is None:
+        return None
+    chunks = np.asarray(reference.chunks, np.float64)
+    if len(chunks) < 3:
+        raise ValueError(f"a sampled reference needs >= 3 chunks here, not {len(chunks)}")
+    return dict(chunks=chunks, squares=float((chunks**2).sum()))
+
+
+def _squared_norm(mean: np.ndarray, sums: dict | None) -> float:
+    """``|g|²`` without the reference noise's share (``|ḡ|² − tr S / m``), or ``|g|²``."""
+    if sums is None:
+        return float(mean @ mean)
+    m = len(sums["chunks"])
+    trace = (sums["squares"] - m * float(mean @ mean)) / (m - 1)
+    return float(mean @ mean) - trace / m

@@ -426,6 +426,7 @@ def test_the_trained_policy_grids_name_snapshots_that_the_policies_sweep_writes(
         "trained_lqg",
         "trained_reacher4",
         "trained_swimmer3",
+        "trained_swimmer3_score",
     ]
     for grid in grids:
         fields = tomllib.loads(grid.read_text())
@@ -466,9 +467,31 @@ def test_the_initial_policy_grid_files_parse():
     for name in ("lqg.toml", "paper.toml", "swimmer3_h100.toml"):
         assert ablate.parse((folder / name).read_text(), name), name
     cells = ablate.parse((folder / "swimmer3_reference.toml").read_text())
-    # SVG(0) once; SVG(1), SVG(5), SVG(∞) x (the simulator + widths 5 and 20)
-    assert len(cells) == 10 and len({c.key for c in cells}) == 10
+    assert len(cells) == 51 and len({c.key for c in cells}) == 51
     assert {c.fields["reference_samples"] for c in cells} == {8192}
+    assert {c.fields["reference_estimator"] for c in cells} == {"pathwise"}
+    # Its first 10 cells ran as a grid of their own, recorded before the grid key
+    # reference_estimator existed: the widened grid still finds all 10.
+    results = folder.parent / "results" / "ablation" / "swimmer3_reference"
+    lines = (results / ablate.CELLS).read_text().splitlines()
+    assert all("reference_estimator" not in json.loads(line)["cell"] for line in lines[:10])
+    done = ablate.read_cells(results)
+    assert sum(ablate._finished(cell, done) for cell in cells) == len(lines) >= 10
+
+
+def test_reference_estimator_applies_to_sampled_references_only():
+    def fields(text):
+        return [c.fields for c in cells_of(text)]
+
+    (score,) = fields('env = "cartpole"\nestimator = "svg_inf"\nreference_estimator = "score"')
+    assert score["reference_estimator"] == "score"
+    assert cells_of('env = "cartpole"\nestimator = "svg_inf"')[0].config.reference_estimator == (
+        "pathwise"
+    )
+    (exact,) = fields('env = "lqg"\nestimator = "svg_inf"\nreference_estimator = "score"')
+    assert exact["reference_estimator"] is None  # lqg's reference is exact
+    with pytest.raises(ValueError, match=r"unknown reference_estimator 'bptt'.*pathwise, score"):
+        cells_of('env = "cartpole"\nreference_estimator = "bptt"')
 
 
 def test_a_grid_asking_for_other_seeds_runs_its_cells_again(tiny, tmp_path, monkeypatch):

@@ -6,7 +6,6 @@ import pytest
 from test_ablate import TINY_GRID
 
 from experiments import reference_tails
-from svgx import ablate
 
 
 def test_one_chunk_far_larger_than_the_rest_carries_the_reference():
@@ -29,12 +28,14 @@ def test_one_chunk_far_larger_than_the_rest_carries_the_reference():
 
 
 def test_references_not_saved_are_listed_and_none_is_computed(tmp_path):
-    """An lqg grid before it ran: every policy and seed is "not saved yet"; after, its
-    references are saved but exact, so there are no tails to show."""
+    """A cart-pole grid before it ran: every policy and seed is "not saved yet", and
+    nothing is computed; an lqg grid's references are exact, with no tails to show."""
     grid = tmp_path / "tiny.toml"
-    grid.write_text(TINY_GRID)
+    grid.write_text('env = "cartpole"\nhorizon = 10\nestimator = "svg_inf"\nseeds = 2\n')
     rows = reference_tails.saved_tails(grid, tmp_path / "empty")
     assert [(r["seed"], r.get("missing")) for r in rows] == [(0, True), (1, True)]
     assert "| initial | 0 | not saved yet |" in reference_tails.markdown(rows)
-    ablate.run_grid(grid, progress=lambda line: None)
-    assert reference_tails.saved_tails(grid, tmp_path / "tiny") == []
+    assert not (tmp_path / "empty").exists()
+    lqg = tmp_path / "lqg.toml"
+    lqg.write_text(TINY_GRID)
+    assert reference_tails.saved_tails(lqg, tmp_path / "lqg") == []
