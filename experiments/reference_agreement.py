@@ -7,10 +7,13 @@ likelihood-ratio estimator (``score``) is unbiased for the same ``∇θ J`` and 
 Jacobian. For each task, policy and diagnosis seed of the grid, this reads the grid's
 own saved reference from ``OUT/references/`` and the other estimator's (computed and
 saved there where it is not, so that a grid using it later reads it back), and prints
-a Markdown row: each reference's norm without its noise (``√(|ḡ|² − tr S / m)``), its
-relative standard error and its largest chunk's share of the chunks' squared norms,
-and their agreement (:func:`svgx.diagnostics.reference_agreement`: the cosine of their
-expectations, 1 for two unbiased references, with its standard error).
+a Markdown row: each reference's mean's norm ``|ḡ|``, the true gradient's norm ``|g|``
+as it reads it (``√(|ḡ|² − tr S / m)`` where that is more than two standard errors above
+zero, else the upper bound it gives: ``< …``), its relative standard error and its
+largest chunk's share of the chunks' squared norms, and their agreement
+(:func:`svgx.diagnostics.reference_agreement`: the cosine of their expectations, 1 for
+two unbiased references, with its standard error; n/a where one cannot tell its
+gradient from zero).
 
     python -m experiments.reference_agreement experiments/ablation/swimmer3_reference.toml \\
         --out runs/ablation/swimmer3_reference
@@ -28,17 +31,28 @@ from svgx import ablate, diagnostics
 
 
 def describe(reference: diagnostics.Reference) -> dict:
-    """Norm without the noise (NaN where the noise exceeds it), relative standard error
-    and the largest chunk's share of the chunks' squared norms."""
+    """The mean's norm ``|ḡ|``, ``|g|²`` without the noise and its standard error
+    (:func:`svgx.diagnostics.squared_norm`), the relative standard error and the largest
+    chunk's share of the chunks' squared norms."""
     chunks = np.asarray(reference.chunks, np.float64)
-    mean = chunks.mean(0)
-    squared = mean @ mean - chunks.var(0, ddof=1).sum() / len(chunks)
+    squared, error = diagnostics.squared_norm(reference)
     norms = (chunks**2).sum(1)
     return dict(
-        norm=math.sqrt(squared) if squared > 0 else math.nan,
+        mean_norm=float(np.linalg.norm(chunks.mean(0))),
+        squared_norm=squared,
+        squared_norm_error=error,
         standard_error=reference.standard_error,
         largest_share=float(norms.max() / norms.sum()),
     )
+
+
+def norm_text(side: dict) -> str:
+    """``|g|`` where the reference resolves it (its squared-norm estimate more than two
+    standard errors above zero), else ``< `` the bound that estimate + 2 errors gives."""
+    squared, error = side["squared_norm"], side["squared_norm_error"]
+    if squared > 2 * error:
+        return f"{math.sqrt(squared):.3g}"
+    return f"< {math.sqrt(max(squared + 2 * error, 0.0)):.3g}"
 
 
 def compare(grid: pathlib.Path, out: pathlib.Path, other: str, samples: int | None) -> list[dict]:
@@ -79,19 +93,22 @@ def compare(grid: pathlib.Path, out: pathlib.Path, other: str, samples: int | No
 def markdown(rows: list[dict], own: str, other: str) -> str:
     head = "| task | policy | diagnosis seed "
     for name in (own, other):
-        head += f"| {name}: episodes | norm | rel. std. error | largest chunk's share "
-    lines = [head + "| agreement |", "|" + "---|" * 12]
+        head += f"| {name}: episodes | ‖ḡ‖ | ‖g‖ | rel. std. error | largest chunk's share "
+    lines = [head + "| agreement |", "|" + "---|" * 14]
     for r in rows:
         line = f"| {r['env']} | {r['policy']} | {r['seed']} "
         if r.get("missing"):
-            lines.append(line + f"| {own} reference not saved yet |" + " |" * 8)
+            lines.append(line + f"| {own} reference not saved yet |" + " |" * 10)
             continue
         for side in (r["own"], r["other"]):
             line += (
-                f"| {side['episodes']:,} | {side['norm']:.3g} | {side['standard_error']:.2f} "
-                f"| {side['largest_share']:.1%} "
+                f"| {side['episodes']:,} | {side['mean_norm']:.3g} | {norm_text(side)} "
+                f"| {side['standard_error']:.2f} | {side['largest_share']:.1%} "
             )
-        lines.append(line + f"| {r['agreement']:.2f} ± {r['agreement_error']:.2f} |")
+        agreement = "n/a" if math.isnan(r["agreement"]) else f"{r['agreement']:.2f}"
+        if not math.isnan(r["agreement_error"]):
+            agreement += f" ± {r['agreement_error']:.2f}"
+        lines.append(line + f"| {agreement} |")
     return "\n".join(lines) + "\n"
 
 

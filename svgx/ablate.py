@@ -611,6 +611,9 @@ def summarise(per_seed: list[dict]) -> dict:
       per-seed values of :class:`~svgx.diagnostics.Diagnosis` (``bias_standard_error``
       is the Monte-Carlo noise floor of a seed's relative bias: an unbiased estimator
       reads ``relative_bias ≈ bias_standard_error``);
+    * ``norm_ratio``: the mean over seeds of ``|E ĝ| / |g|`` (``None`` where a seed's
+      cannot be read), and ``norm_ratio_lower``: the smallest seed's lower bound on it
+      (:class:`~svgx.diagnostics.Diagnosis`);
     * learned cells: the means over seeds of each seed's model's errors;
     * ``nonfinite_seeds``: seeds whose estimate was not finite, left out of the rest
       (all ``None`` when every seed's was not).
@@ -633,7 +636,15 @@ def summarise(per_seed: list[dict]) -> dict:
         "jacobian_cosine",
     )
     errors = np.array([s["cosine_standard_error"] for s in per_seed], float)
+    ratios = {}
+    if "norm_ratio" in per_seed[0]:  # cells recorded before it existed have none
+        central = np.array([s["norm_ratio"] for s in per_seed], float)
+        ratios = dict(
+            norm_ratio=float(central.mean()) if np.isfinite(central).all() else None,
+            norm_ratio_lower=float(np.min([s["norm_ratio_lower"] for s in per_seed])),
+        )
     return dict(
+        **ratios,
         cosine=float(cosines.mean()),
         cosine_spread=float(cosines.std(ddof=1)) if len(cosines) > 1 else None,
         cosine_corrected=float(np.mean(np.array([s["cosine_corrected"] for s in per_seed], float))),
@@ -816,7 +827,12 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
         "error; — in cells recorded before it existed, n/a where the reference cannot tell "
         "the gradient from zero); rel. bias: "
         "|mean estimate − reference| / |reference| (± its Monte-Carlo standard error); "
-        "rel. variance: Σ_i Var(estimate_i) / |reference|²; model columns (learned "
+        "rel. variance: Σ_i Var(estimate_i) / |reference|²; ‖E ĝ‖ / ‖g‖: the mean "
+        "estimate's norm over the true gradient's, both without their sampling noise (mean "
+        "over seeds; n/a where one cannot be told from zero), and in brackets the smallest "
+        "seed's lower bound on it (two standard errors each way), which holds where the "
+        "reference cannot give the gradient's direction: above 1 + x, the estimator's "
+        "relative bias is at least x; model columns (learned "
         f"Jacobians): on {HELD_OUT_TRANSITIONS} held-out on-policy transitions, the relative "
         "Frobenius errors of ∂f̂/∂s and ∂f̂/∂a and the one-step MSE of the mean prediction."
     )
@@ -834,6 +850,7 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
         lines.append("")
         names = [HEADERS.get(c, c) for c in columns]
         names += ["cosine", "corrected cosine", "cos. of mean", "rel. bias", "rel. variance"]
+        names += ["‖E ĝ‖ / ‖g‖"]
         names += ["Jacobian error s", "Jacobian error a", "model MSE", "seconds"]
         lines.append("| " + " | ".join(names) + " |")
         lines.append("|" + "---|" * len(names))
@@ -858,6 +875,7 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
                 _cosine(r.get("cosine_of_mean")),
                 f"{_number(r.get('relative_bias'))} ± {_number(r.get('bias_standard_error'), 2)}",
                 _number(r.get("relative_variance")),
+                _ratio(r),
                 _number(r.get("jacobian_error_s")),
                 _number(r.get("jacobian_error_a")),
                 _number(r.get("model_one_step_mse")),
@@ -865,6 +883,16 @@ def markdown(records: list[dict], command: str | None = None, note: str | None =
             ]
             lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _ratio(record: dict) -> str:
+    """``|E ĝ| / |g|`` and, in brackets, the lower bound that holds where the reference
+    cannot give ``g``'s direction; ``—`` for a cell recorded before they existed."""
+    if "norm_ratio_lower" not in record:
+        return "—"
+    ratio, lower = record["norm_ratio"], record["norm_ratio_lower"]
+    central = "n/a" if ratio is None else f"{ratio:.3g}"
+    return f"{central} (≥ {'∞' if lower is None else f'{lower:.3g}'})"
 
 
 def _corrected(record: dict) -> str:

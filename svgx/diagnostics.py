@@ -271,6 +271,13 @@ class Diagnosis:
     relative_variance: variance / |reference|².
     reference_norm: |reference|.
     reference_standard_error: relative standard error of a sampled reference (0 if exact).
+    norm_ratio: ``|E ĝ| / |g|``, each norm without its sampling noise
+        (:func:`squared_norm` of the batches and of the reference); NaN where either
+        cannot be told from zero. Far above 1, the estimator is biased by at least
+        ``norm_ratio − 1`` times ``|g|``, whatever the reference's direction.
+    norm_ratio_lower: a lower bound on it that holds where the reference cannot give
+        ``g``'s direction: ``|E ĝ|²`` two standard errors down over ``|g|²`` two up
+        (0 where the first is not above zero).
     seconds: wall time of the whole diagnosis.
     """
 
@@ -284,6 +291,8 @@ class Diagnosis:
     relative_variance: float
     reference_norm: float
     reference_standard_error: float
+    norm_ratio: float
+    norm_ratio_lower: float
     seconds: float
 
     def to_json(self, config: DiagnoseConfig) -> str:
@@ -745,6 +754,9 @@ def summarise(grads: np.ndarray, reference: Reference, seconds: float) -> Diagno
 
     variance = float(grads.var(0, ddof=1).sum())
     corrected, corrected_se = corrected_cosine(grads, reference if chunks is None else chunks)
+    ratio, ratio_lower = _norm_ratio(
+        Reference(mean, 0.0, grads), Reference(reference, reference_se, chunks)
+    )
     return Diagnosis(
         cosine=float(np.mean([cos(g) for g in grads])),
         cosine_corrected=corrected,
@@ -756,8 +768,23 @@ def summarise(grads: np.ndarray, reference: Reference, seconds: float) -> Diagno
         relative_variance=variance / ref_norm**2,
         reference_norm=ref_norm,
         reference_standard_error=reference_se,
+        norm_ratio=ratio,
+        norm_ratio_lower=ratio_lower,
         seconds=seconds,
     )
+
+
+def _norm_ratio(estimates: Reference, reference: Reference) -> tuple[float, float]:
+    """:class:`Diagnosis`' ``norm_ratio`` and ``norm_ratio_lower`` (NaN, NaN with fewer
+    than 3 batches or reference chunks: no standard error)."""
+    if len(estimates.chunks) < 3 or (reference.chunks is not None and len(reference.chunks) < 3):
+        return math.nan, math.nan
+    (e, e_error), (g, g_error) = squared_norm(estimates), squared_norm(reference)
+    ratio = math.sqrt(e / g) if e > 0 and g > 0 else math.nan
+    low, high = max(e - 2 * e_error, 0.0), g + 2 * g_error
+    if high <= 0:  # the reference reads |g|² < 0 even two errors up: no finite bound
+        return ratio, math.inf if low > 0 else 0.0
+    return ratio, math.sqrt(low / high)
 
 
 def corrected_cosine(grads: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -825,14 +852,11 @@ def reference_agreement(a: Reference, b: Reference) -> tuple[float, float]:
     if math.isnan(value):
         return math.nan, math.nan
     variance, corrected = 0.0, value
-    for i, (mean, sums) in enumerate(parts):
+    for i, (_, sums) in enumerate(parts):
         if sums is None:
             continue
-        chunks, m = sums["chunks"], len(sums["chunks"])
-        loo_means = (m * mean - chunks) / (m - 1)  # [m, n]: each chunk left out
-        loo_sq = sums["squares"] - (chunks**2).sum(1)  # Σ|x|² without chunk j
-        loo_trace = (loo_sq - (m - 1) * (loo_means**2).sum(1)) / (m - 2)
-        loo_norms = (loo_means**2).sum(1) - loo_trace / (m - 1)
+        m = len(sums["chunks"])
+        loo_means, loo_norms = _leave_one_out(sums)
         other = means[1 - i]
         if (loo_norms <= 0).any():
             return value, math.nan
@@ -840,6 +864,32 @@ def reference_agreement(a: Reference, b: Reference) -> tuple[float, float]:
         variance += (m - 1) / m * ((jackknife - jackknife.mean()) ** 2).sum()
         corrected -= (m - 1) * (jackknife.mean() - value)
     return float(corrected), float(math.sqrt(variance))
+
+
+def squared_norm(reference: Reference) -> tuple[float, float]:
+    """``|g|²`` estimated without the reference's noise (``|ḡ|² − tr S / m``, unbiased),
+    and its jackknife standard error over the chunks (0 for an exact reference). A
+    reference whose estimate is not clearly above zero cannot give ``g``'s direction;
+    ``estimate + 2 · error`` still bounds ``|g|²`` from above."""
+    sums = _chunk_sums(reference)
+    mean = np.asarray(reference.gradient, np.float64)
+    estimate = _squared_norm(mean, sums)
+    if sums is None:
+        return estimate, 0.0
+    m = len(sums["chunks"])
+    _, loo_norms = _leave_one_out(sums)
+    return estimate, float(math.sqrt((m - 1) / m * ((loo_norms - loo_norms.mean()) ** 2).sum()))
+
+
+def _leave_one_out(sums: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Each chunk left out in turn: the other chunks' means ``[m, n]`` and their
+    ``|ḡ|² − tr S / (m − 1)`` ``[m]``."""
+    chunks, m = sums["chunks"], len(sums["chunks"])
+    mean = chunks.mean(0)
+    loo_means = (m * mean - chunks) / (m - 1)
+    loo_squares = sums["squares"] - (chunks**2).sum(1)  # Σ|x|² without chunk j
+    loo_trace = (loo_squares - (m - 1) * (loo_means**2).sum(1)) / (m - 2)
+    return loo_means, (loo_means**2).sum(1) - loo_trace / (m - 1)
 
 
 def _chunk_sums(reference: Reference) -> dict | None:

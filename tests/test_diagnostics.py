@@ -47,6 +47,7 @@ def test_value_expansion_estimators_match_the_exact_lqg_gradient(size, estimator
     result = diagnose(config)
     assert result.cosine_of_mean >= 0.99, result
     assert result.relative_bias <= 3 * result.bias_standard_error + 1e-4, result
+    assert result.norm_ratio_lower <= 1 <= result.norm_ratio + 3 * result.bias_standard_error
 
 
 @pytest.mark.parametrize("estimator", ["actor_critic", "reinforce"])
@@ -311,3 +312,41 @@ def test_both_sampled_references_are_unbiased_for_the_exact_lqg_gradient(estimat
     value, standard_error = diagnostics.reference_agreement(sampled, exact)
     assert abs(value - 1) < 4 * standard_error, (value, standard_error)
     assert standard_error < 0.05
+
+
+def test_squared_norm_is_unbiased_and_its_error_covers_the_truth():
+    """Chunks around g with |g|² = 1 and a noise whose own share is 4 (relative standard
+    error 2): over 300 draws |ḡ|² reads about 5, the estimate about 1, and ± 1.96
+    standard errors covers 1 about 95% of the time."""
+    rng = np.random.default_rng(4)
+    n, m = 30, 64
+    g = np.eye(n)[0]
+    sigma = np.sqrt(4 * m / n)
+    plain, values, covered = [], [], []
+    for _ in range(300):
+        chunks = g + sigma * rng.standard_normal((m, n))
+        value, error = diagnostics.squared_norm(diagnostics.Reference(chunks.mean(0), 2, chunks))
+        plain.append(chunks.mean(0) @ chunks.mean(0))
+        values.append(value)
+        covered.append(abs(value - 1) < 1.96 * error)
+    assert np.mean(plain) == pytest.approx(5, abs=0.15)
+    assert abs(np.mean(values) - 1) < 3 * np.std(values) / np.sqrt(300)  # ~0.09
+    assert 0.9 <= np.mean(covered) <= 0.99
+    assert diagnostics.squared_norm(diagnostics.Reference(2 * g, 0.0)) == (4.0, 0.0)
+
+
+def test_the_norm_ratio_bounds_an_estimators_bias_when_the_reference_has_no_direction():
+    """Estimates around 10 g against a reference of g whose noise hides its direction
+    (relative standard error 3: no corrected cosine): the ratio's lower bound still says
+    the estimator's mean is several times longer than any g the reference allows; against
+    the exact g the ratio reads 10."""
+    rng = np.random.default_rng(5)
+    n, m = 20, 64
+    g = np.eye(n)[0]
+    grads = 10 * g + 0.5 * rng.standard_normal((8, n))
+    chunks = g + np.sqrt(9 * m / n) * rng.standard_normal((m, n))
+    noisy = diagnostics.summarise(grads, diagnostics.Reference(chunks.mean(0), 3.0, chunks), 0)
+    assert 2 < noisy.norm_ratio_lower < 10  # measured: 2.97 (corrected cosine: −1.6 ± 1.7)
+    exact = diagnostics.summarise(grads, diagnostics.Reference(g, 0.0), 0)
+    assert exact.norm_ratio == pytest.approx(10, rel=0.05)
+    assert 8 < exact.norm_ratio_lower < 10

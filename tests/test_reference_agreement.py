@@ -7,6 +7,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import reference_agreement
 from svgx import ablate, diagnostics
@@ -54,4 +55,7 @@ def test_the_two_references_of_a_grid_are_saved_apart_and_compared(tmp_path, mon
     assert not np.allclose(np.asarray(again.gradient), np.asarray(pathwise.gradient))
     table = reference_agreement.markdown(rows, "pathwise", "score")
     assert table.count("\n") == 3 and "| cartpole | initial | 0 | 16 |" in table
+    own = row["own"]
+    assert own["mean_norm"] == pytest.approx(np.linalg.norm(np.asarray(pathwise.gradient)))
+    assert own["squared_norm"] == pytest.approx(diagnostics.squared_norm(pathwise)[0])
     assert jax.numpy.isfinite(score.gradient).all()
