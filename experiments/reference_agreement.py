@@ -6,7 +6,8 @@ of back-propagated episodes (``pathwise``) unless the grid says otherwise; the
 likelihood-ratio estimator (``score``) is unbiased for the same ``∇θ J`` and needs no
 Jacobian. For each task, policy and diagnosis seed of the grid, this reads the grid's
 own saved reference from ``OUT/references/`` and the other estimator's (computed and
-saved there where it is not, so that a grid using it later reads it back), and prints
+saved there where it is not, so that a grid using it later reads it back; with
+``--compute`` the grid's own too, without running its cells), and prints
 a Markdown row: each reference's mean's norm ``|ḡ|``, the true gradient's norm ``|g|``
 as it reads it (``√(|ḡ|² − tr S / m)`` where that is more than two standard errors above
 zero, else the upper bound it gives: ``< …``), its relative standard error and its
@@ -55,10 +56,17 @@ def norm_text(side: dict) -> str:
     return f"< {math.sqrt(max(squared + 2 * error, 0.0)):.3g}"
 
 
-def compare(grid: pathlib.Path, out: pathlib.Path, other: str, samples: int | None) -> list[dict]:
+def compare(
+    grid: pathlib.Path,
+    out: pathlib.Path,
+    other: str,
+    samples: int | None,
+    compute_own: bool = False,
+) -> list[dict]:
     """One row per task, policy and seed: the grid's reference against ``other``'s (with
     ``samples`` episodes, default the grid's), or ``missing`` where the grid's own
-    reference is not saved yet (``other``'s is computed and saved all the same)."""
+    reference is not saved yet and not ``compute_own`` (``other``'s is computed and
+    saved all the same)."""
     changes = dict(reference_estimator=other)
     if samples is not None:
         changes["reference_samples"] = samples
@@ -71,7 +79,7 @@ def compare(grid: pathlib.Path, out: pathlib.Path, other: str, samples: int | No
         for cell, seed, reference in ablate.references(grid, out, compute=True, **changes)
     }
     rows = []
-    for cell, seed, reference in ablate.references(grid, out):
+    for cell, seed, reference in ablate.references(grid, out, compute=compute_own):
         row = dict(env=cell.fields["env"], policy=ablate.policy_label(cell.fields), seed=seed)
         if reference is None:
             rows.append(dict(row, missing=True))
@@ -119,6 +127,11 @@ def main() -> None:
     parser.add_argument(
         "--samples", type=int, help="episodes of the other reference (default: the grid's)"
     )
+    parser.add_argument(
+        "--compute",
+        action="store_true",
+        help="compute (and save) the grid's own references where none is saved",
+    )
     args = parser.parse_args()
     out = args.out or args.grid.with_suffix("")
     own = {c.config.reference_estimator for c in ablate.parse(args.grid.read_text())}
@@ -126,7 +139,8 @@ def main() -> None:
         raise SystemExit(f"{args.grid}: one reference_estimator per grid here, not {own}")
     (own,) = own
     (other,) = set(diagnostics.REFERENCE_ESTIMATORS) - {own}
-    print(markdown(compare(args.grid, out, other, args.samples), own, other), end="")
+    rows = compare(args.grid, out, other, args.samples, compute_own=args.compute)
+    print(markdown(rows, own, other), end="")
 
 
 if __name__ == "__main__":

@@ -464,7 +464,7 @@ def test_the_full_grid_file_parses_into_51_cells_per_task():
 def test_the_initial_policy_grid_files_parse():
     """The grids that need no training run (the trained_*.toml ones are checked above)."""
     folder = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "ablation"
-    for name in ("lqg.toml", "paper.toml", "swimmer3_h100.toml"):
+    for name in ("lqg.toml", "paper.toml", "swimmer3_h100.toml", "reference_check.toml"):
         assert ablate.parse((folder / name).read_text(), name), name
     cells = ablate.parse((folder / "swimmer3_reference.toml").read_text())
     assert len(cells) == 51 and len({c.key for c in cells}) == 51
