@@ -8,13 +8,16 @@ Jacobian. For each task, policy and diagnosis seed of the grid, this reads the g
 own saved reference from ``OUT/references/`` and the other estimator's (computed and
 saved there where it is not, so that a grid using it later reads it back; with
 ``--compute`` the grid's own too, without running its cells), and prints
-a Markdown row: each reference's mean's norm ``|ḡ|``, the true gradient's norm ``|g|``
-as it reads it (``√(|ḡ|² − tr S / m)`` where that is more than two standard errors above
-zero, else the upper bound it gives: ``< …``), its relative standard error and its
-largest chunk's share of the chunks' squared norms, and their agreement
-(:func:`svgx.diagnostics.reference_agreement`: the cosine of their expectations, 1 for
-two unbiased references, with its standard error; n/a where one cannot tell its
-gradient from zero).
+a Markdown row: each reference's mean's norm ``|ḡ|``, the true gradient's squared norm
+as it reads it (``|ḡ|² − tr S / m``, unbiased, ± its standard error:
+:func:`svgx.diagnostics.squared_norm`) and its norm ``|g|`` (where that is more than two
+standard errors above zero, else the upper bound it gives: ``< …``), its relative
+standard error and its largest chunk's share of the chunks' squared norms; then the
+inner product of the two means (unbiased for ``g · g′``: two unbiased references of one
+gradient read ``|g|²`` there, :func:`svgx.diagnostics.inner_product`) and their
+agreement (:func:`svgx.diagnostics.reference_agreement`: the cosine of their
+expectations, 1 for two unbiased references, with its standard error; n/a where either
+does not resolve its norm).
 
     python -m experiments.reference_agreement experiments/ablation/swimmer3_reference.toml \\
         --out runs/ablation/swimmer3_reference
@@ -86,9 +89,12 @@ def compare(
             continue
         _, found = others[identity(cell, seed)]
         agreement, error = diagnostics.reference_agreement(reference, found)
+        product, product_error = diagnostics.inner_product(reference, found)
         rows.append(
             dict(
                 row,
+                inner_product=product,
+                inner_product_error=product_error,
                 own=describe(reference) | dict(episodes=cell.config.reference_samples),
                 other=describe(found) | dict(episodes=samples or cell.config.reference_samples),
                 agreement=agreement,
@@ -101,18 +107,21 @@ def compare(
 def markdown(rows: list[dict], own: str, other: str) -> str:
     head = "| task | policy | diagnosis seed "
     for name in (own, other):
-        head += f"| {name}: episodes | ‖ḡ‖ | ‖g‖ | rel. std. error | largest chunk's share "
-    lines = [head + "| agreement |", "|" + "---|" * 14]
+        head += f"| {name}: episodes | ‖ḡ‖ | ‖g‖² | ‖g‖ | rel. std. error | largest chunk's share "
+    lines = [head + "| ḡ · ḡ′ | agreement |", "|" + "---|" * 17]
     for r in rows:
         line = f"| {r['env']} | {r['policy']} | {r['seed']} "
         if r.get("missing"):
-            lines.append(line + f"| {own} reference not saved yet |" + " |" * 10)
+            lines.append(line + f"| {own} reference not saved yet |" + " |" * 13)
             continue
         for side in (r["own"], r["other"]):
             line += (
-                f"| {side['episodes']:,} | {side['mean_norm']:.3g} | {norm_text(side)} "
-                f"| {side['standard_error']:.2f} | {side['largest_share']:.1%} "
+                f"| {side['episodes']:,} | {side['mean_norm']:.3g} "
+                f"| {side['squared_norm']:.3g} ± {side['squared_norm_error']:.2g} "
+                f"| {norm_text(side)} | {side['standard_error']:.2f} "
+                f"| {side['largest_share']:.1%} "
             )
+        line += f"| {r['inner_product']:.3g} ± {r['inner_product_error']:.2g} "
         agreement = "n/a" if math.isnan(r["agreement"]) else f"{r['agreement']:.2f}"
         if not math.isnan(r["agreement_error"]):
             agreement += f" ± {r['agreement_error']:.2f}"

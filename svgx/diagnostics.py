@@ -837,8 +837,12 @@ def reference_agreement(a: Reference, b: Reference) -> tuple[float, float]:
     Each sampled reference's noise is taken out of its norm as in
     :func:`corrected_cosine` (``|ḡ|² − tr S / m``); the product of two independent means
     is unbiased for ``g_a · g_b`` as it is. A jackknife over each reference's chunks
-    removes the ratio's bias and gives the standard error. NaN when a reference cannot
-    tell its gradient from zero."""
+    removes the ratio's bias and gives the standard error. NaN when a reference does not
+    resolve its gradient's norm (:func:`squared_norm` not two standard errors above
+    zero): there the ratio's jackknife is not to be trusted, and
+    :func:`inner_product` is the comparison to make."""
+    if any(value <= 2 * error for value, error in map(squared_norm, (a, b))):
+        return math.nan, math.nan
     parts = [(np.asarray(r.gradient, np.float64), _chunk_sums(r)) for r in (a, b)]
 
     def cosine(means, squared_norms):
@@ -864,6 +868,20 @@ def reference_agreement(a: Reference, b: Reference) -> tuple[float, float]:
         variance += (m - 1) / m * ((jackknife - jackknife.mean()) ** 2).sum()
         corrected -= (m - 1) * (jackknife.mean() - value)
     return float(corrected), float(math.sqrt(variance))
+
+
+def inner_product(a: Reference, b: Reference) -> tuple[float, float]:
+    """``ḡ_a · ḡ_b``, unbiased for ``g_a · g_b`` (the references are independent), and
+    its standard error (the delta method over each reference's chunks). Two unbiased
+    references of one gradient read ``|g|²`` here, as each one's :func:`squared_norm`
+    does, even where none of them resolves ``g``'s direction."""
+    means = [np.asarray(r.gradient, np.float64) for r in (a, b)]
+    variance = 0.0
+    for reference, other in ((a, means[1]), (b, means[0])):
+        if reference.chunks is not None:
+            projections = np.asarray(reference.chunks, np.float64) @ other
+            variance += projections.var(ddof=1) / len(projections)
+    return float(means[0] @ means[1]), math.sqrt(variance)
 
 
 def squared_norm(reference: Reference) -> tuple[float, float]:

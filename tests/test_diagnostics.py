@@ -287,6 +287,20 @@ def test_reference_agreement_reads_the_cosine_of_two_noisy_references_expectatio
     assert 0.9 <= np.mean(covered) <= 0.99
     exact = diagnostics.Reference(g, 0.0)
     assert diagnostics.reference_agreement(exact, exact) == (pytest.approx(1.0), 0.0)
+    # A reference that does not resolve |g| (relative standard error 3) gives no cosine,
+    # but the inner product still reads g · h = 1 within its standard error.
+    products, covered, unresolved = [], [], []
+    for _ in range(200):
+        a = g + np.sqrt(9 * m / n) * rng.standard_normal((m, n))
+        b = h + sigma * rng.standard_normal((m, n))
+        noisy, clear = (diagnostics.Reference(x.mean(0), 0.0, x) for x in (a, b))
+        unresolved.append(np.isnan(diagnostics.reference_agreement(noisy, clear)[0]))
+        value, error = diagnostics.inner_product(noisy, clear)
+        products.append(value)
+        covered.append(abs(value - 1) < 1.96 * error)
+    assert np.mean(unresolved) > 0.9
+    assert abs(np.mean(products) - 1) < 3 * np.std(products) / np.sqrt(200)
+    assert 0.9 <= np.mean(covered) <= 0.99
 
 
 @pytest.mark.parametrize("estimator", ["score", "pathwise"])

@@ -58,4 +58,6 @@ def test_the_two_references_of_a_grid_are_saved_apart_and_compared(tmp_path, mon
     own = row["own"]
     assert own["mean_norm"] == pytest.approx(np.linalg.norm(np.asarray(pathwise.gradient)))
     assert own["squared_norm"] == pytest.approx(diagnostics.squared_norm(pathwise)[0])
+    product = np.asarray(pathwise.gradient) @ np.asarray(score.gradient)
+    assert row["inner_product"] == pytest.approx(float(product), rel=1e-5)
     assert jax.numpy.isfinite(score.gradient).all()
