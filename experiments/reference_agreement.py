@@ -122,9 +122,9 @@ def markdown(rows: list[dict], own: str, other: str) -> str:
                 f"| {side['largest_share']:.1%} "
             )
         line += f"| {r['inner_product']:.3g} ± {r['inner_product_error']:.2g} "
-        agreement = "n/a" if math.isnan(r["agreement"]) else f"{r['agreement']:.2f}"
+        agreement = "n/a" if math.isnan(r["agreement"]) else f"{r['agreement']:.3f}"
         if not math.isnan(r["agreement_error"]):
-            agreement += f" ± {r['agreement_error']:.2f}"
+            agreement += f" ± {r['agreement_error']:.2g}"
         lines.append(line + f"| {agreement} |")
     return "\n".join(lines) + "\n"
 
