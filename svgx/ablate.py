@@ -699,7 +699,7 @@ def _with_defaults(cell: dict) -> dict:
 def _append(file: pathlib.Path, record: dict) -> None:
     """Adds one line to ``file`` in place of any with the same cell, writing the whole
     file anew (write-then-rename)."""
-    key = json.dumps(record["cell"], sort_keys=True)
+    key = json.dumps(_with_defaults(record["cell"]), sort_keys=True)
     lines = file.read_text().splitlines() if file.is_file() else []
     kept = [
         line

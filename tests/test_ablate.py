@@ -470,13 +470,28 @@ def test_the_initial_policy_grid_files_parse():
     assert len(cells) == 51 and len({c.key for c in cells}) == 51
     assert {c.fields["reference_samples"] for c in cells} == {8192}
     assert {c.fields["reference_estimator"] for c in cells} == {"pathwise"}
-    # Its first 10 cells ran as a grid of their own, recorded before the grid key
-    # reference_estimator existed: the widened grid still finds all 10.
     results = folder.parent / "results" / "ablation" / "swimmer3_reference"
     lines = (results / ablate.CELLS).read_text().splitlines()
-    assert all("reference_estimator" not in json.loads(line)["cell"] for line in lines[:10])
     done = ablate.read_cells(results)
-    assert sum(ablate._finished(cell, done) for cell in cells) == len(lines) >= 10
+    assert sum(ablate._finished(cell, done) for cell in cells) == len(lines) == 51
+
+
+def test_a_cell_recorded_before_a_grid_key_existed_is_still_finished(tmp_path):
+    """swimmer3_reference.toml's first 10 cells were recorded before the key
+    reference_estimator existed; such a record holds the key's default and is found."""
+    folder = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "ablation"
+    cells = ablate.parse((folder / "swimmer3_reference.toml").read_text())
+    results = folder.parent / "results" / "ablation" / "swimmer3_reference"
+    record = json.loads((results / ablate.CELLS).read_text().splitlines()[0])
+    del record["cell"]["reference_estimator"]
+    (tmp_path / ablate.CELLS).write_text(json.dumps(record) + "\n")
+    done = ablate.read_cells(tmp_path)
+    assert sum(ablate._finished(cell, done) for cell in cells) == 1
+    (cell,) = done.values()
+    assert cell["cell"]["reference_estimator"] == "pathwise"
+    ablate._append(tmp_path / ablate.CELLS, dict(record, cosine=0.5))  # replaces, not adds
+    (line,) = (tmp_path / ablate.CELLS).read_text().splitlines()
+    assert json.loads(line)["cosine"] == 0.5
 
 
 def test_reference_estimator_applies_to_sampled_references_only():
