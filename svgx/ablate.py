@@ -45,9 +45,11 @@ values of the wrong type, what :class:`~svgx.diagnostics.DiagnoseConfig` and the
 task reject (``k`` must divide the horizon), and policies from run directories
 (a run of the cell's task, with a checkpoint, that seed).
 
-A cell is its diagnosis repeated with ``seeds`` seeds. The parts that cells share
-for a seed (the policy, the reference gradient, a fitted model with its errors)
-are computed once per invocation, and the compiled programs of a diagnosis
+A cell is its diagnosis repeated with ``seeds`` seeds, the seeds vmapped
+(:func:`svgx.diagnostics.diagnose_seeds`: each stage one program over all seeds). The
+parts that cells share for a seed (the policy, the reference gradient, a fitted model
+with its errors) are computed once per invocation, for the seeds that need them
+together, and the compiled programs of a diagnosis
 (:data:`svgx.diagnostics.PROGRAMS`) once per process for each task, estimator and
 set of sizes. A learned cell also reports its model's error
 on 256 held-out on-policy transitions (:func:`svgx.diagnostics.model_errors`).
@@ -425,10 +427,7 @@ class _Shared:
         """The reference of ``key``: from this invocation, from ``folder``, or ``make()``."""
         if key in self.memo:
             return self.memo[key]
-        file = None
-        if self.folder is not None:
-            name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
-            file = self.folder / f"{name}.npz"
+        file = self._file(key)
         if not self.compute and (file is None or not file.is_file()):
             raise LookupError(f"no saved reference gradient for {key}")
         if file is not None and file.is_file():
@@ -458,31 +457,78 @@ class _Shared:
     def parts(self, cell: Cell, config: DiagnoseConfig, model: bool = True) -> dict:
         """The task, the policy and its reference gradient for ``config``'s seed, and
         with ``model`` a learned cell's model and its errors."""
+        return self.parts_of_seeds(cell, [config], model)[0]
+
+    def parts_of_seeds(
+        self, cell: Cell, configs: list[DiagnoseConfig], model: bool = True
+    ) -> list[dict]:
+        """:meth:`parts` for several seeds of one cell (``configs`` differ only in
+        ``seed``): the references and models not computed yet are computed for those
+        seeds together, vmapped."""
+        config = configs[0]
         env_key = (config.env, json.dumps(config.env_options, sort_keys=True), config.horizon)
         env = self.get(("env", env_key), lambda: diagnostics.make_env(config))
-        keys = Keys.of(config.seed)
-        if cell.policy == "initial":
-            policy_key = ("initial", env_key, config.policy_std, config.gamma, config.seed)
-            make = lambda: diagnostics.make_policy(env, config, keys.policy)  # noqa: E731
-        else:
-            policy_key = ("run", cell.policy, cell.fields["policy_seed"])
-            make = lambda: load_policy(cell.policy, cell.fields["policy_seed"])  # noqa: E731
-        policy = self.get(policy_key, make)
-        sampling = (config.gamma, config.samples, config.reference_samples, config.seed)
-        if config.reference_estimator != "pathwise":  # the key of those saved before it existed
-            sampling += (config.reference_estimator,)
-        reference = self.reference(
-            ("reference", *policy_key, *_version(cell.policy), *env_key, *sampling),
-            lambda: diagnostics.reference_gradient(env, policy, config, keys.reference),
-        )
-        parts = dict(env=env, policy=policy, reference=reference)
-        if model and config.jacobians == "learned":
-            model_key = (policy_key, env_key, config.model_hidden, config.model_samples)
-            parts["model"], parts["model_errors"] = self.get(
-                ("model", *model_key, config.model_steps, config.seed),
-                lambda: fit_and_measure(env, policy, config, keys.model),
+        policy_keys, policies = [], []
+        for c in configs:
+            if cell.policy == "initial":
+                policy_key = ("initial", env_key, c.policy_std, c.gamma, c.seed)
+                make = lambda c=c: diagnostics.make_policy(env, c, Keys.of(c.seed).policy)  # noqa: E731
+            else:
+                policy_key = ("run", cell.policy, cell.fields["policy_seed"])
+                make = lambda: load_policy(cell.policy, cell.fields["policy_seed"])  # noqa: E731
+            policy_keys.append(policy_key)
+            policies.append(self.get(policy_key, make))
+
+        def reference_key(c, policy_key):
+            sampling = (c.gamma, c.samples, c.reference_samples, c.seed)
+            if c.reference_estimator != "pathwise":  # the key of those saved before it existed
+                sampling += (c.reference_estimator,)
+            return ("reference", *policy_key, *_version(cell.policy), *env_key, *sampling)
+
+        ref_keys = [reference_key(c, k) for c, k in zip(configs, policy_keys, strict=True)]
+        missing = [i for i, k in enumerate(ref_keys) if not self.has_reference(k)]
+        if missing:
+            computed = diagnostics.reference_gradients(
+                env,
+                diagnostics.stack([policies[i] for i in missing]),
+                config,
+                [Keys.of(configs[i].seed).reference for i in missing],
             )
+            for i, reference in zip(missing, computed, strict=True):
+                self.reference(ref_keys[i], lambda r=reference: r)
+        parts = [
+            dict(env=env, policy=p, reference=self.reference(k, None))
+            for p, k in zip(policies, ref_keys, strict=True)
+        ]
+        if model and config.jacobians == "learned":
+            model_keys = [
+                ("model", k, env_key, c.model_hidden, c.model_samples, c.model_steps, c.seed)
+                for c, k in zip(configs, policy_keys, strict=True)
+            ]
+            missing = [i for i, k in enumerate(model_keys) if k not in self.memo]
+            if missing:
+                fitted = fit_and_measure_seeds(
+                    env, [policies[i] for i in missing], config, [configs[i].seed for i in missing]
+                )
+                for i, pair in zip(missing, fitted, strict=True):
+                    self.memo[model_keys[i]] = pair
+            for part, k in zip(parts, model_keys, strict=True):
+                part["model"], part["model_errors"] = self.memo[k]
         return parts
+
+    def has_reference(self, key: tuple) -> bool:
+        """Whether :meth:`reference` has ``key`` without computing it (a ``LookupError``
+        where it may not compute)."""
+        if key in self.memo or ((file := self._file(key)) is not None and file.is_file()):
+            return True
+        if not self.compute:
+            raise LookupError(f"no saved reference gradient for {key}")
+        return False
+
+    def _file(self, key: tuple) -> pathlib.Path | None:
+        if self.folder is None:
+            return None
+        return self.folder / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]}.npz"
 
 
 # What a reference gradient depends on besides its policy.
@@ -549,9 +595,23 @@ def fit_and_measure(env, policy, config: DiagnoseConfig, key) -> tuple:
     """The model :func:`diagnostics.fit_model` fits with ``key``, and its errors on
     ``HELD_OUT_TRANSITIONS`` fresh on-policy transitions."""
     model = diagnostics.fit_model(env, policy, config, key)
+    return model, _errors(env, policy, model, key)
+
+
+def fit_and_measure_seeds(env, policies: list, config: DiagnoseConfig, seeds: list) -> list:
+    """:func:`fit_and_measure` with each seed's ``Keys.model``, the fits vmapped."""
+    keys = [Keys.of(seed) for seed in seeds]
+    stacked = diagnostics.fit_models(env, diagnostics.stack(policies), config, keys)
+    models = diagnostics.unstack(stacked, len(seeds))
+    return [
+        (m, _errors(env, p, m, k.model)) for m, p, k in zip(models, policies, keys, strict=True)
+    ]
+
+
+def _errors(env, policy, model, key) -> dict:
     key_data, key_direction = jax.random.split(jax.random.fold_in(key, 1))
     data = _held_out(env, policy, key_data)
-    return model, diagnostics.model_errors(env, model, data, key_direction)
+    return diagnostics.model_errors(env, model, data, key_direction)
 
 
 @eqx.filter_jit
@@ -567,24 +627,27 @@ def run_cell(cell: Cell, shared: _Shared | None = None) -> dict:
     """The cell's diagnosis for each of its seeds, and their summary (one JSON record)."""
     shared = shared or _Shared()
     start = time.perf_counter()
-    per_seed = []
-    for seed in range(cell.config.seed, cell.config.seed + cell.seeds):
-        config = dataclasses.replace(cell.config, seed=seed)
-        parts = shared.parts(cell, config)
-        try:
-            diagnosis = diagnostics.diagnose(
-                config,
-                policy=parts["policy"],
-                reference=parts["reference"],
-                model=parts.get("model"),
-            )
-        except FloatingPointError as error:  # recorded: the rest of the grid still runs
-            per_seed.append({"seed": seed, "error": str(error)})
-            continue
-        per_seed.append(
-            {"seed": seed, **dataclasses.asdict(diagnosis), **parts.get("model_errors", {})}
-        )
+    seeds = list(range(cell.config.seed, cell.config.seed + cell.seeds))
+    configs = [dataclasses.replace(cell.config, seed=seed) for seed in seeds]
+    all_parts = shared.parts_of_seeds(cell, configs)
     learned = cell.fields["jacobians"] == "learned"
+    results = diagnostics.diagnose_seeds(
+        cell.config,
+        seeds,
+        policies=[p["policy"] for p in all_parts],
+        references=[p["reference"] for p in all_parts],
+        models=[p["model"] for p in all_parts] if learned else None,
+        nonfinite="return",  # recorded: the rest of the grid still runs
+    )
+    per_seed = []
+    for seed, parts, result in zip(seeds, all_parts, results, strict=True):
+        if isinstance(result, FloatingPointError):
+            per_seed.append({"seed": seed, "error": str(result)})
+        else:
+            per_seed.append(
+                {"seed": seed, **dataclasses.asdict(result), **parts.get("model_errors", {})}
+            )
+    parts = all_parts[0]
     return _finite(
         dict(
             cell=cell.fields,

@@ -40,6 +40,9 @@ The critic and the model are what the estimator is given: for ``lqg`` the exact
 tasks networks fitted to Monte-Carlo returns-to-go of the current policy. With
 ``jacobians="learned"`` a dynamics model of width ``model_hidden`` is first fitted
 to on-policy data.
+
+Several seeds of one diagnosis run together (:func:`diagnose_seeds`): they share every
+shape, so each stage is one program vmapped over them; :func:`diagnose` is one seed.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import equinox as eqx
@@ -353,22 +356,7 @@ def sampled_reference(env, policy, config: DiagnoseConfig, key) -> Reference:
     """``∇θ J`` estimated by ``config.reference_estimator`` on ``reference_samples`` fresh
     episodes, in chunks of ``samples`` (at least two, so that its error can be estimated):
     BPTT through the simulator (``pathwise``) or the likelihood ratio (``score``)."""
-    chunks = max(2, config.reference_samples // config.samples)
-    keys = jax.random.split(key, chunks)
-    if config.reference_estimator == "score":
-        grads = [
-            _sampled_score_gradient(env, policy, config.samples, config.gamma, k) for k in keys
-        ]
-    else:
-        dynamics = make_dynamics("simulator", env)
-        grads = [
-            _sampled_true_gradient(env, policy, dynamics, config.samples, config.gamma, k)
-            for k in keys
-        ]
-    grads = jnp.stack(grads)
-    mean = grads.mean(0)
-    stderr = jnp.sqrt(grads.var(0, ddof=1).sum() / chunks) / jnp.linalg.norm(mean)
-    return Reference(mean, float(stderr), grads)
+    return _sampled_references(env, stack([policy]), config, [key])[0]
 
 
 @eqx.filter_jit
@@ -649,7 +637,8 @@ def diagnose(
     reference: Reference | None = None,
     model: DynamicsModel | None = None,
 ) -> Diagnosis:
-    """Runs the diagnosis described in the module docstring.
+    """Runs the diagnosis described in the module docstring for ``config.seed``
+    (:func:`diagnose_seeds` with one seed).
 
     The keyword arguments let a caller diagnose another policy than
     :func:`make_policy`'s (a trained one), or reuse the parts that several diagnoses
@@ -662,32 +651,224 @@ def diagnose(
     * ``model``: with ``jacobians="learned"``, the model :func:`fit_model` fits with
       ``Keys.model``.
     """
-    start = time.perf_counter()
-    env = make_env(config)
-    keys = Keys.of(config.seed)
-    if model is not None and config.jacobians != "learned":
-        raise ValueError(f"a model was given, but jacobians={config.jacobians!r}")
-    if policy is None:
-        policy = make_policy(env, config, keys.policy)
-    if reference is None:
-        reference = reference_gradient(env, policy, config, keys.reference)
 
-    if model is None and config.jacobians == "learned":
-        model = fit_model(env, policy, config, keys.model)
-    dynamics = make_dynamics(config.jacobians, env, model)
+    def one(x):
+        return None if x is None else [x]
+
+    (diagnosis,) = diagnose_seeds(
+        config, [config.seed], policies=one(policy), references=one(reference), models=one(model)
+    )
+    return diagnosis
+
+
+def diagnose_seeds(
+    config: DiagnoseConfig,
+    seeds: Sequence[int],
+    *,
+    policies: Sequence[GaussianPolicy] | None = None,
+    references: Sequence[Reference] | None = None,
+    models: Sequence[DynamicsModel] | None = None,
+    nonfinite: Literal["raise", "return"] = "raise",
+) -> list:
+    """:func:`diagnose` for each of ``seeds`` (``config.seed`` is not read), the seeds
+    vmapped: each stage (reference chunks, model fits, critic fits, the batches of
+    estimates) is one compiled program over all seeds, which share every shape. The
+    keyword arguments are per seed, as :func:`diagnose`'s; ``seconds`` is the wall time
+    over the seeds' number. A seed whose estimate is not finite raises
+    ``FloatingPointError``, or with ``nonfinite="return"`` has that error in its place."""
+    start = time.perf_counter()
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("diagnose_seeds needs at least one seed")
+    env = make_env(config)
+    keys = [Keys.of(seed) for seed in seeds]
+    if models is not None and config.jacobians != "learned":
+        raise ValueError(f"a model was given, but jacobians={config.jacobians!r}")
+    for name, given in (("policies", policies), ("references", references), ("models", models)):
+        if given is not None and len(given) != len(seeds):
+            raise ValueError(f"{len(given)} {name} for {len(seeds)} seeds")
+    if policies is None:
+        policies = [make_policy(env, config, k.policy) for k in keys]
+    policy = stack(policies)
+    if references is None:
+        references = reference_gradients(env, policy, config, [k.reference for k in keys])
+    model = None
+    if config.jacobians == "learned":
+        model = stack(models) if models is not None else fit_models(env, policy, config, keys)
     value = q = None
     if ESTIMATORS[config.estimator].reads_critic:
         critic = config.critic or ("exact" if env.name == "lqg" else "fitted")
         if critic == "exact":
-            value, q = exact_critics(env, policy, config)
+            value = _exact_values(env, policy, config.gamma)
+            q = LqgQ(env, value, config.gamma)
         else:
-            value, q = fit_critics(env, policy, config, keys.critic)
-
-    batch_keys = jax.random.split(keys.batches, config.batches)
+            value, q = _fit_critics_over_seeds(
+                env,
+                policy,
+                _stack_keys([k.critic for k in keys]),
+                samples=config.critic_samples,
+                hidden=config.critic_hidden,
+                steps=config.critic_steps,
+                gamma=config.gamma,
+            )
+    batch_keys = _stack_keys([jax.random.split(k.batches, config.batches) for k in keys])
     grads = np.asarray(
-        estimates(env, policy, config, batch_keys, dynamics=dynamics, value=value, q=q)
+        _estimates_over_seeds(
+            env,
+            policy,
+            batch_keys,
+            model,
+            value,
+            q,
+            jacobians=config.jacobians,
+            estimator=config.estimator,
+            samples=config.samples,
+            gamma=config.gamma,
+            depth=config.depth,
+        )
     )
-    return summarise(grads, reference, time.perf_counter() - start)
+    seconds = (time.perf_counter() - start) / len(seeds)
+    results = []
+    for seed, g, reference in zip(seeds, grads, references, strict=True):
+        try:
+            results.append(summarise(g, reference, seconds))
+        except FloatingPointError as error:
+            if nonfinite == "raise":
+                raise FloatingPointError(f"seed {seed}: {error}") from None
+            results.append(error)
+    return results
+
+
+def stack(modules: Sequence):
+    """Modules of one structure as one module whose arrays have a new leading axis (the
+    seeds'); the non-array parts are the first module's."""
+    arrays, static = zip(*(eqx.partition(m, eqx.is_array) for m in modules), strict=True)
+    return eqx.combine(jax.tree.map(lambda *x: jnp.stack(x), *arrays), static[0])
+
+
+def unstack(module, n: int) -> list:
+    """The ``n`` modules :func:`stack` made ``module`` of."""
+    arrays, static = eqx.partition(module, eqx.is_array)
+    return [eqx.combine(jax.tree.map(lambda x, i=i: x[i], arrays), static) for i in range(n)]
+
+
+def _stack_keys(keys: Sequence[PRNGKeyArray]) -> PRNGKeyArray:
+    return jnp.stack(list(keys))
+
+
+def reference_gradients(env, policies, config: DiagnoseConfig, keys) -> list[Reference]:
+    """:func:`reference_gradient` of each seed's policy (``policies`` stacked, one
+    ``keys`` entry per seed), the seeds vmapped: each chunk of episodes is one program
+    over all seeds."""
+    if env.name == "lqg":
+        grads = np.asarray(_exact_gradients(env, policies, config.gamma))
+        return [Reference(jnp.asarray(g), 0.0) for g in grads]
+    return _sampled_references(env, policies, config, keys)
+
+
+def _sampled_references(env, policies, config: DiagnoseConfig, keys) -> list[Reference]:
+    """:func:`sampled_reference` of each seed's policy (stacked), the seeds vmapped."""
+    chunks = max(2, config.reference_samples // config.samples)
+    chunk_keys = _stack_keys([jax.random.split(k, chunks) for k in keys])  # [seeds, chunks]
+    grads = jnp.stack(
+        [
+            _reference_chunks_over_seeds(
+                env,
+                policies,
+                chunk_keys[:, j],
+                estimator=config.reference_estimator,
+                samples=config.samples,
+                gamma=config.gamma,
+            )
+            for j in range(chunks)
+        ],
+        axis=1,
+    )  # [seeds, chunks, n]
+    return [_reference_of_chunks(g) for g in grads]
+
+
+def _reference_of_chunks(grads) -> Reference:
+    mean = grads.mean(0)
+    stderr = jnp.sqrt(grads.var(0, ddof=1).sum() / len(grads)) / jnp.linalg.norm(mean)
+    return Reference(mean, float(stderr), grads)
+
+
+def fit_models(env, policies, config: DiagnoseConfig, keys: Sequence[Keys]) -> DynamicsModel:
+    """:func:`fit_model` for each seed's policy (stacked), the seeds vmapped; the models
+    stacked."""
+    return _fit_models_over_seeds(
+        env,
+        policies,
+        _stack_keys([k.model for k in keys]),
+        samples=config.model_samples,
+        hidden=config.model_hidden,
+        steps=config.model_steps,
+    )
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _exact_gradients(env, policies, gamma):
+    return eqx.filter_vmap(lambda p: _exact_gradient(env, p, gamma))(policies)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _exact_values(env, policies, gamma):
+    return eqx.filter_vmap(lambda p: _exact_value(env, p, gamma))(policies)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _reference_chunks_over_seeds(env, policies, keys, *, estimator, samples, gamma):
+    def one(policy, key):
+        if estimator == "score":
+            return _sampled_score_gradient(env, policy, samples, gamma, key)
+        dynamics = make_dynamics("simulator", env)
+        return _sampled_true_gradient(env, policy, dynamics, samples, gamma, key)
+
+    return eqx.filter_vmap(one)(policies, keys)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _fit_models_over_seeds(env, policies, keys, *, samples, hidden, steps):
+    return eqx.filter_vmap(
+        lambda p, k: _fit_model(env, p, k, samples=samples, hidden=hidden, steps=steps)
+    )(policies, keys)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _fit_critics_over_seeds(env, policies, keys, *, samples, hidden, steps, gamma):
+    return eqx.filter_vmap(
+        lambda p, k: _fit_critics(
+            env, p, k, samples=samples, hidden=hidden, steps=steps, gamma=gamma
+        )
+    )(policies, keys)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _estimates_over_seeds(
+    env, policies, keys, models, values, qs, *, jacobians, estimator, samples, gamma, depth
+):
+    def one(policy, keys, model, value, q):
+        dynamics = make_dynamics(jacobians, env, model)
+        return _estimates(
+            env,
+            policy,
+            keys,
+            dynamics,
+            value,
+            q,
+            estimator=estimator,
+            samples=samples,
+            gamma=gamma,
+            depth=depth,
+        )
+
+    return eqx.filter_vmap(one)(policies, keys, models, values, qs)
 
 
 def model_errors(
@@ -736,6 +917,12 @@ PROGRAMS = (
     _fit_critics,
     _exact_value,
     _model_errors,
+    _exact_gradients,
+    _exact_values,
+    _reference_chunks_over_seeds,
+    _fit_models_over_seeds,
+    _fit_critics_over_seeds,
+    _estimates_over_seeds,
 )
 
 

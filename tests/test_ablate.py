@@ -175,14 +175,15 @@ def test_a_tiny_lqg_grid_fills_its_table_and_heat_map(tiny):
 
 
 def count_diagnoses(monkeypatch):
+    """The configs of the diagnoses run (one per seed, each with its seed)."""
     calls = []
-    diagnose = diagnostics.diagnose
+    diagnose_seeds = diagnostics.diagnose_seeds
 
-    def counted(config, **kwargs):
-        calls.append(config)
-        return diagnose(config, **kwargs)
+    def counted(config, seeds, **kwargs):
+        calls.extend(dataclasses.replace(config, seed=seed) for seed in seeds)
+        return diagnose_seeds(config, seeds, **kwargs)
 
-    monkeypatch.setattr(diagnostics, "diagnose", counted)
+    monkeypatch.setattr(diagnostics, "diagnose_seeds", counted)
     return calls
 
 
@@ -213,11 +214,11 @@ def test_rerunning_skips_finished_cells_and_recomputes_only_an_unfinished_one(
     saved = sorted((out / ablate.REFERENCES).glob("*.npz"))
     assert len(saved) == 2
     computed = []
-    reference_gradient = diagnostics.reference_gradient
+    reference_gradients = diagnostics.reference_gradients
     monkeypatch.setattr(
         diagnostics,
-        "reference_gradient",
-        lambda *args: computed.append(1) or reference_gradient(*args),
+        "reference_gradients",
+        lambda *args: computed.append(1) or reference_gradients(*args),
     )
     records = ablate.run_grid(grid, out, progress=lambda line: None)
     assert computed == [] and sorted((out / ablate.REFERENCES).glob("*.npz")) == saved
@@ -240,14 +241,17 @@ def test_a_seed_whose_estimate_is_not_finite_is_recorded_and_the_grid_goes_on(
     shutil.copytree(finished, out)
     lines = (out / ablate.CELLS).read_text().splitlines(keepends=True)
     (out / ablate.CELLS).write_text("".join(lines[:-1]))
-    diagnose = diagnostics.diagnose
+    diagnose_seeds = diagnostics.diagnose_seeds
 
-    def fails_for_seed_1(config, **kwargs):
-        if config.seed == 1:
-            raise FloatingPointError("a gradient estimate is not finite")
-        return diagnose(config, **kwargs)
+    def fails_for_seed_1(config, seeds, **kwargs):
+        results = diagnose_seeds(config, seeds, **kwargs)
+        assert kwargs["nonfinite"] == "return"
+        return [
+            FloatingPointError("a gradient estimate is not finite") if seed == 1 else result
+            for seed, result in zip(seeds, results, strict=True)
+        ]
 
-    monkeypatch.setattr(diagnostics, "diagnose", fails_for_seed_1)
+    monkeypatch.setattr(diagnostics, "diagnose_seeds", fails_for_seed_1)
     record = ablate.run_grid(grid, out, progress=lambda line: None)[-1]
     assert record["nonfinite_seeds"] == 1 and record["cosine_spread"] is None
     assert record["per_seed"][1] == {"seed": 1, "error": "a gradient estimate is not finite"}
@@ -530,3 +534,30 @@ def test_a_grid_asking_for_other_seeds_runs_its_cells_again(tiny, tmp_path, monk
     lines = (out / ablate.CELLS).read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[-1])["cosine"] == 0.5
     assert json.loads(lines[-1])["cell"] == record["cell"]
+
+
+def test_a_cells_seeds_run_together_equal_each_seed_run_alone():
+    """A learned cell's two seeds are vmapped (reference, model fit, critic, estimates);
+    each seed's record is what the cell gives with that seed alone."""
+    grid = """
+    env = "lqg"
+    horizon = 10
+    estimator = "svgk"
+    k = 5
+    jacobians = "learned"
+    model_hidden = 5
+    model_transitions = 100
+    model_steps = 100
+    samples = 16
+    batches = 3
+    seeds = {seeds}
+    seed = {seed}
+    """
+    (both,) = cells_of(grid.format(seeds=2, seed=0))
+    together = ablate.run_cell(both)["per_seed"]
+    for seed in (0, 1):
+        (alone,) = cells_of(grid.format(seeds=1, seed=seed))
+        (record,) = ablate.run_cell(alone)["per_seed"]
+        for name in ("cosine", "relative_bias", "variance", "jacobian_error_s"):
+            assert together[seed][name] == pytest.approx(record[name], rel=1e-3), name
+    assert together[0]["cosine"] != together[1]["cosine"]

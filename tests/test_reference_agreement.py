@@ -39,7 +39,7 @@ def test_the_two_references_of_a_grid_are_saved_apart_and_compared(tmp_path, mon
     assert score.chunks.shape[0] == 8 and pathwise.chunks.shape[0] == 4
     computed = []
     monkeypatch.setattr(
-        diagnostics, "reference_gradient", lambda *args: computed.append(args) or None
+        diagnostics, "reference_gradients", lambda *args: computed.append(args) or None
     )
     assert reference_agreement.compare(grid, out, "score", 32)[0]["agreement"] == (row["agreement"])
     assert computed == []  # both read back
