@@ -601,7 +601,9 @@ def fit_and_measure(env, policy, config: DiagnoseConfig, key) -> tuple:
 def fit_and_measure_seeds(env, policies: list, config: DiagnoseConfig, seeds: list) -> list:
     """:func:`fit_and_measure` with each seed's ``Keys.model``, the fits vmapped."""
     keys = [Keys.of(seed) for seed in seeds]
-    stacked = diagnostics.fit_models(env, diagnostics.stack(policies), config, keys)
+    stacked = diagnostics.fit_models(
+        env, diagnostics.stack(policies), config, [k.model for k in keys]
+    )
     models = diagnostics.unstack(stacked, len(seeds))
     return [
         (m, _errors(env, p, m, k.model)) for m, p, k in zip(models, policies, keys, strict=True)

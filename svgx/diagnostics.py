@@ -346,10 +346,9 @@ class Reference(NamedTuple):
 
 
 def reference_gradient(env, policy, config: DiagnoseConfig, key) -> Reference:
-    """Exact for lqg, else :func:`sampled_reference`."""
-    if env.name == "lqg":
-        return Reference(_exact_gradient(env, policy, config.gamma), 0.0)
-    return sampled_reference(env, policy, config, key)
+    """Exact for lqg, else :func:`sampled_reference` (:func:`reference_gradients` with
+    one seed)."""
+    return reference_gradients(env, stack([policy]), config, [key])[0]
 
 
 def sampled_reference(env, policy, config: DiagnoseConfig, key) -> Reference:
@@ -391,40 +390,18 @@ def _sampled_score_gradient(env, policy, samples, gamma, key):
     return flatten(g)
 
 
-def estimates(
-    env,
-    policy: GaussianPolicy,
-    config: DiagnoseConfig,
-    keys: PRNGKeyArray,
-    *,
-    dynamics: Dynamics,
-    value: Callable | None,
-    q: Callable | None,
-) -> Float[Array, "batches n_theta"]:
-    """One estimate of ``∇θ J`` (per episode) by ``config.estimator`` per key of ``keys``
-    (``[batches]``): each batch's episodes are drawn with its key, independently.
-
-    The batches run one after another (``lax.map``: a batch's memory, not all of
-    theirs) in one compiled program, which every diagnosis of the same task, estimator,
-    sizes and shapes reuses: ``value`` and ``q`` are modules (:class:`ScaledCritic`,
-    :class:`LqgQ`, :class:`~envs.tasks.lqg.QuadraticValue`), not new functions."""
-    return _estimates(
-        env,
-        policy,
-        keys,
-        dynamics,
-        value,
-        q,
-        estimator=config.estimator,
-        samples=config.samples,
-        gamma=config.gamma,
-        depth=config.depth,
-    )
-
-
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)
 def _estimates(env, policy, keys, dynamics, value, q, *, estimator, samples, gamma, depth):
+    """One estimate of ``∇θ J`` (per episode) by ``estimator`` per key of ``keys``
+    (``[batches]``): each batch's episodes are drawn with its key, independently.
+
+    The batches run one after another (``lax.map``: a batch's memory, not all of
+    theirs). :func:`_estimates_over_seeds` compiles it once for every diagnosis of the
+    same task, estimator, sizes and shapes: ``value`` and ``q`` are modules
+    (:class:`ScaledCritic`, :class:`LqgQ`, :class:`~envs.tasks.lqg.QuadraticValue`), not
+    new functions."""
+
     def one(key):
         key_data, key_plan = jax.random.split(key)
         data = rollout.episodes(env, policy, key_data, samples)
@@ -448,7 +425,7 @@ def fit(
     """Adam on ``mean(loss_fn(module, *example))`` over random mini-batches of ``data``
     (a tuple of arrays with a common leading axis). Returns the fitted module.
 
-    Not compiled itself: :func:`fit_model` and :func:`fit_critics` call it inside their
+    Not compiled itself: :func:`_fit_model` and :func:`_fit_critics` call it inside their
     own compiled programs (called eagerly, its ``lax.scan`` would compile anew each time)."""
     optimizer = optax.adam(learning_rate)
     params, static = eqx.partition(module, eqx.is_inexact_array)
@@ -471,15 +448,9 @@ def fit(
 
 
 def fit_model(env, policy, config: DiagnoseConfig, key) -> DynamicsModel:
-    """A learned model of width ``model_hidden``, fitted by maximum likelihood to on-policy data."""
-    return _fit_model(
-        env,
-        policy,
-        key,
-        samples=config.model_samples,
-        hidden=config.model_hidden,
-        steps=config.model_steps,
-    )
+    """A learned model of width ``model_hidden``, fitted by maximum likelihood to on-policy
+    data (:func:`fit_models` with one seed's ``key``)."""
+    return unstack(fit_models(env, stack([policy]), config, [key]), 1)[0]
 
 
 @eqx.filter_jit
@@ -514,19 +485,6 @@ class ScaledCritic(eqx.Module):
 
     def __call__(self, *args) -> Float[Array, ""]:
         return self.scale * self.critic(*args)
-
-
-def fit_critics(env, policy, config: DiagnoseConfig, key) -> tuple[ScaledCritic, ScaledCritic]:
-    """``(V, Q)`` regressed on Monte-Carlo returns-to-go of the current policy."""
-    return _fit_critics(
-        env,
-        policy,
-        key,
-        samples=config.critic_samples,
-        hidden=config.critic_hidden,
-        steps=config.critic_steps,
-        gamma=config.gamma,
-    )
 
 
 @eqx.filter_jit
@@ -581,12 +539,6 @@ class LqgQ(eqx.Module):
         return self.env.q_value(self.value, s, a, t, gamma=self.gamma)
 
 
-def exact_critics(env, policy, config: DiagnoseConfig) -> tuple[QuadraticValue, LqgQ]:
-    """The lqg task's exact ``V`` and ``Q`` of a linear policy."""
-    value = _exact_value(env, policy, config.gamma)
-    return value, LqgQ(env, value, config.gamma)
-
-
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)
 def _exact_value(env, policy, gamma) -> QuadraticValue:
@@ -622,7 +574,7 @@ class Keys(NamedTuple):
     policy: PRNGKeyArray  # make_policy (the initial MLP of tasks other than lqg)
     reference: PRNGKeyArray  # reference_gradient (sampled tasks)
     model: PRNGKeyArray  # fit_model
-    critic: PRNGKeyArray  # fit_critics
+    critic: PRNGKeyArray  # the fitted critics (_fit_critics)
     batches: PRNGKeyArray  # the independent batches of estimates
 
     @staticmethod
@@ -694,7 +646,10 @@ def diagnose_seeds(
         references = reference_gradients(env, policy, config, [k.reference for k in keys])
     model = None
     if config.jacobians == "learned":
-        model = stack(models) if models is not None else fit_models(env, policy, config, keys)
+        if models is not None:
+            model = stack(models)
+        else:
+            model = fit_models(env, policy, config, [k.model for k in keys])
     value = q = None
     if ESTIMATORS[config.estimator].reads_critic:
         critic = config.critic or ("exact" if env.name == "lqg" else "fitted")
@@ -793,13 +748,13 @@ def _reference_of_chunks(grads) -> Reference:
     return Reference(mean, float(stderr), grads)
 
 
-def fit_models(env, policies, config: DiagnoseConfig, keys: Sequence[Keys]) -> DynamicsModel:
-    """:func:`fit_model` for each seed's policy (stacked), the seeds vmapped; the models
-    stacked."""
+def fit_models(env, policies, config: DiagnoseConfig, keys: Sequence[PRNGKeyArray]):
+    """:func:`fit_model` for each seed's policy (stacked) and key, the seeds vmapped; the
+    models stacked."""
     return _fit_models_over_seeds(
         env,
         policies,
-        _stack_keys([k.model for k in keys]),
+        _stack_keys(keys),
         samples=config.model_samples,
         hidden=config.model_hidden,
         steps=config.model_steps,
