@@ -942,7 +942,7 @@ def corrected_cosine(grads: np.ndarray, reference: np.ndarray) -> tuple[float, f
     reference's share of the standard error; the batches' share is their corrected
     cosines' standard deviation over ``√B``. NaN when ``|ḡ|² ≤ tr S / m``: the
     reference cannot tell ``g`` from zero (and a NaN error when a chunk left out makes
-    it so).
+    it so, or with 2 chunks).
     """
     grads = np.asarray(grads, np.float64)
     units = grads / (np.linalg.norm(grads, axis=1, keepdims=True) + 1e-300)
@@ -950,21 +950,18 @@ def corrected_cosine(grads: np.ndarray, reference: np.ndarray) -> tuple[float, f
         per_batch = units @ (reference / np.linalg.norm(reference))
         return float(per_batch.mean()), float(per_batch.std(ddof=1) / math.sqrt(len(units)))
 
-    def corrected(chunks):
-        mean = chunks.mean(0)
-        squared_norm = mean @ mean - chunks.var(0, ddof=1).sum() / len(chunks)
-        if squared_norm <= 0:
-            return None
-        return units @ mean / math.sqrt(squared_norm)
-
-    per_batch = corrected(reference)
-    if per_batch is None:
+    reference = np.asarray(reference, np.float64)
+    m, mean = len(reference), reference.mean(0)
+    squared = mean @ mean - reference.var(0, ddof=1).sum() / m
+    if squared <= 0:
         return math.nan, math.nan
-    m = len(reference)
-    leave_one_out = [corrected(np.delete(reference, j, axis=0)) for j in range(m)]
-    if any(c is None for c in leave_one_out):
+    per_batch = units @ mean / math.sqrt(squared)
+    if m < 3:  # a chunk left out leaves no covariance to estimate
         return float(per_batch.mean()), math.nan
-    jackknife = np.array([c.mean() for c in leave_one_out])
+    loo_means, loo_norms = _leave_one_out(_chunk_sums(Reference(mean, 0.0, reference)))
+    if (loo_norms <= 0).any():
+        return float(per_batch.mean()), math.nan
+    jackknife = (units @ loo_means.T / np.sqrt(loo_norms)).mean(0)  # [m]: each chunk out
     reference_variance = (m - 1) / m * ((jackknife - jackknife.mean()) ** 2).sum()
     batch_variance = per_batch.var(ddof=1) / len(units)
     value = m * per_batch.mean() - (m - 1) * jackknife.mean()  # bias-corrected

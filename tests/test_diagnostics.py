@@ -192,10 +192,12 @@ def test_the_corrected_cosine_removes_a_noisy_references_pull_towards_zero():
     many = h + tau * rng.standard_normal((20_000, n))
     truth = np.mean(many @ g / np.linalg.norm(many, axis=1))  # E cos(batch estimate, g)
     plain, corrected, covered = [], [], []
-    for _ in range(200):
+    for draw in range(200):
         chunks = g + sigma * rng.standard_normal((m, n))
         grads = h + tau * rng.standard_normal((batches, n))
         value, error = diagnostics.corrected_cosine(grads, chunks)
+        if draw < 3:  # the closed-form jackknife is the one written out with np.delete
+            assert (value, error) == pytest.approx(_corrected_by_deletion(grads, chunks))
         ref = chunks.mean(0)
         plain.append(np.mean(grads @ ref / np.linalg.norm(grads, axis=1) / np.linalg.norm(ref)))
         corrected.append(value)
@@ -203,6 +205,19 @@ def test_the_corrected_cosine_removes_a_noisy_references_pull_towards_zero():
     assert np.mean(plain) == pytest.approx(truth / np.sqrt(1 + 0.3**2), abs=0.01)
     assert np.mean(corrected) == pytest.approx(truth, abs=0.01)
     assert 0.9 <= np.mean(covered) <= 0.99
+
+
+def _corrected_by_deletion(grads, chunks):
+    units = grads / np.linalg.norm(grads, axis=1, keepdims=True)
+
+    def corrected(c):
+        mean = c.mean(0)
+        return units @ mean / np.sqrt(mean @ mean - c.var(0, ddof=1).sum() / len(c))
+
+    per_batch, m = corrected(chunks), len(chunks)
+    jack = np.array([corrected(np.delete(chunks, j, axis=0)).mean() for j in range(m)])
+    variance = (m - 1) / m * ((jack - jack.mean()) ** 2).sum() + per_batch.var(ddof=1) / len(units)
+    return m * per_batch.mean() - (m - 1) * jack.mean(), np.sqrt(variance)
 
 
 def test_a_reference_that_cannot_tell_the_gradient_from_zero_gives_no_corrected_cosine():
